@@ -1,0 +1,312 @@
+"""One CUDA device per running GPU job on a multi-GPU host, by file locks.
+
+Snakemake's `gpu` resource is only a counter: with `--resources gpu=4` four GPU
+jobs run at once, but every one of them sees all four devices and uses device 0.
+`acquire()` gives the calling process a device of its own: it takes an exclusive,
+non-blocking `fcntl` lock on `<lock_dir>/<host>/gpu<dev>.lock` for the first free
+device, sets `CUDA_VISIBLE_DEVICES` to it and holds the lock while the job runs.
+The kernel drops the lock when the process ends, even by SIGKILL, so a slot is
+never left stale. Call it before anything initialises CUDA (torch reads
+`CUDA_VISIBLE_DEVICES` once, at its first CUDA call).
+
+Under Slurm (`SLURM_JOB_ID` and `CUDA_VISIBLE_DEVICES` both set) the allocation is
+already exclusive and is kept as it is. On a host without GPUs nothing happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from attnbench.scriptutil import UserError
+
+LOG = logging.getLogger("attnbench.gpuslots")
+
+DEFAULT_LOCK_DIR = "results/.gpu-slots"
+ENV_LOCK_DIR = "ATTNBENCH_GPU_SLOTS_DIR"
+ENV_TIMEOUT = "ATTNBENCH_GPU_SLOTS_TIMEOUT"
+CUDA_VISIBLE = "CUDA_VISIBLE_DEVICES"
+
+# POSIX record locks are per process: a second open() of the same file in this
+# process would "succeed" and closing it would drop the first lock. So this
+# process remembers what it holds.
+_HELD: set[Path] = set()
+_HELD_GUARD = threading.Lock()
+
+
+class SlotTimeout(UserError):
+    """No GPU slot became free within the timeout."""
+
+
+@dataclass
+class Slot:
+    """What `acquire()` decided: the devices this process uses, and why."""
+
+    devices: tuple[str, ...]
+    reason: str
+    lock_paths: tuple[Path, ...] = ()
+    waited_s: float = 0.0
+    _fds: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def locked(self) -> bool:
+        return bool(self._fds)
+
+
+def parse_nvidia_smi_list(text: str) -> list[str]:
+    """Devices from `nvidia-smi -L`: GPU indices, or MIG UUIDs where a GPU is split.
+
+    CUDA addresses a MIG instance only by its UUID, so a GPU with MIG children
+    contributes those UUIDs instead of its index.
+    """
+    devices: list[str] = []
+    gpu: str | None = None
+    migs: list[str] = []
+
+    def flush() -> None:
+        if gpu is not None:
+            devices.extend(migs or [gpu])
+
+    for line in text.splitlines():
+        gpu_match = re.match(r"\s*GPU (\d+):", line)
+        mig_match = re.match(r"\s*MIG .*\(UUID: (MIG-[^)\s]+)\)", line)
+        if gpu_match:
+            flush()
+            gpu, migs = gpu_match.group(1), []
+        elif mig_match and gpu is not None:
+            migs.append(mig_match.group(1))
+    flush()
+    return devices
+
+
+def _nvidia_smi_devices() -> list[str] | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "-L"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        LOG.warning("nvidia-smi -L failed (%s); trying NVML", exc)
+        return None
+    return parse_nvidia_smi_list(out)
+
+
+def _nvml_devices() -> list[str] | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver: NVMLError_LibraryNotFound, _DriverNotLoaded, ...
+        return None
+    try:
+        return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def visible_devices(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """The devices this process may use, without initialising CUDA.
+
+    An existing `CUDA_VISIBLE_DEVICES` is the pool (empty or "-1" means none);
+    otherwise `nvidia-smi -L`, then NVML; no driver means no devices.
+    """
+    env = os.environ if environ is None else environ
+    if CUDA_VISIBLE in env:
+        value = env[CUDA_VISIBLE].strip()
+        if value in ("", "-1"):
+            return []
+        return [item.strip() for item in value.split(",") if item.strip()]
+    found = _nvidia_smi_devices()
+    if found is None:
+        found = _nvml_devices()
+    return found or []
+
+
+def lock_dir(
+    path: str | os.PathLike | None = None, environ: MutableMapping[str, str] | None = None
+) -> Path:
+    """Where the slot locks live: `path`, else $ATTNBENCH_GPU_SLOTS_DIR, else results/.gpu-slots."""
+    env = os.environ if environ is None else environ
+    return Path(path or env.get(ENV_LOCK_DIR) or DEFAULT_LOCK_DIR)
+
+
+def _lock_name(device: str) -> str:
+    return "gpu" + re.sub(r"[^A-Za-z0-9._-]", "_", device) + ".lock"
+
+
+def _slot_paths(directory: Path, devices: Sequence[str]) -> list[Path]:
+    # Per host: a results folder shared between hosts must not make gpu0 on one
+    # host block gpu0 on another.
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "localhost"
+    return [directory / host / _lock_name(device) for device in devices]
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive lock on `path`, or None when someone else holds it."""
+    with _HELD_GUARD:
+        if path in _HELD:
+            return None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return None
+            raise
+        _HELD.add(path)
+    # Who holds it, for the waiting message of others (advisory text only).
+    os.ftruncate(fd, 0)
+    os.pwrite(
+        fd, f"pid={os.getpid()} host={socket.gethostname()} since={time.time():.0f}\n".encode(), 0
+    )
+    return fd
+
+
+def _unlock(path: Path, fd: int) -> None:
+    with _HELD_GUARD:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing drops the lock
+        _HELD.discard(path)
+
+
+def holders(paths: Sequence[Path]) -> dict[str, str]:
+    """What each lock file says about its holder (advisory; for log messages)."""
+    out = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            text = path.read_text().strip()
+            if text:
+                out[path.name] = text
+    return out
+
+
+def _timeout_from_env(environ: MutableMapping[str, str]) -> float | None:
+    raw = environ.get(ENV_TIMEOUT, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"{ENV_TIMEOUT}={raw!r} is not a number of seconds") from None
+    return None if value <= 0 else value
+
+
+@contextlib.contextmanager
+def acquire(
+    count: int = 1,
+    *,
+    devices: Sequence[str] | None = None,
+    directory: str | os.PathLike | None = None,
+    timeout_s: float | None = None,
+    poll_s: float = 0.5,
+    log_every_s: float = 60.0,
+    environ: MutableMapping[str, str] | None = None,
+) -> Iterator[Slot]:
+    """Hold `count` GPUs of this host for the body's duration; set CUDA_VISIBLE_DEVICES.
+
+    `count` is the job's `resources.gpu` (0: nothing to do). `devices` replaces
+    detection (tests); `timeout_s` (else $ATTNBENCH_GPU_SLOTS_TIMEOUT, else wait
+    forever) bounds the wait for a free slot, then raises SlotTimeout.
+    """
+    env = os.environ if environ is None else environ
+    if count <= 0:
+        yield Slot(devices=(), reason="the job asked for no GPU")
+        return
+    if env.get("SLURM_JOB_ID") and env.get(CUDA_VISIBLE, "").strip() not in ("", "-1"):
+        kept = tuple(d.strip() for d in env[CUDA_VISIBLE].split(",") if d.strip())
+        LOG.info("Slurm job %s: keeping its GPUs %s", env["SLURM_JOB_ID"], ",".join(kept))
+        yield Slot(devices=kept, reason="assigned by Slurm")
+        return
+    pool = list(devices) if devices is not None else visible_devices(env)
+    if not pool:
+        yield Slot(devices=(), reason="no GPU on this host")
+        return
+    if count > len(pool):
+        raise UserError(
+            f"the job needs {count} GPUs but only {len(pool)} are visible ({','.join(pool)}); "
+            "lower the rule's gpu resource"
+        )
+    if timeout_s is None:
+        timeout_s = _timeout_from_env(env)
+    folder = lock_dir(directory, env)
+    paths = _slot_paths(folder, pool)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+
+    start = time.monotonic()
+    next_log = start + log_every_s
+    while True:
+        taken: list[tuple[int, int]] = []  # (pool index, fd)
+        for i, path in enumerate(paths):
+            fd = _try_lock(path)
+            if fd is not None:
+                taken.append((i, fd))
+                if len(taken) == count:
+                    break
+        if len(taken) == count:
+            break
+        for i, fd in taken:  # all or nothing: never sit on part of a request
+            _unlock(paths[i], fd)
+        now = time.monotonic()
+        waited = now - start
+        if timeout_s is not None and waited >= timeout_s:
+            busy = "; ".join(f"{k}: {v}" for k, v in holders(paths).items())
+            raise SlotTimeout(
+                f"no free GPU slot among {len(pool)} devices ({','.join(pool)}) after "
+                f"{waited:.0f} s (held: {busy or 'unknown'}); run Snakemake with "
+                f"--resources gpu=<number of GPUs> or raise {ENV_TIMEOUT}"
+            )
+        if now >= next_log:
+            LOG.info(
+                "waiting for a GPU slot: all %d busy for %.0f s (%s)",
+                len(pool),
+                waited,
+                "; ".join(f"{k}: {v}" for k, v in holders(paths).items()),
+            )
+            next_log = now + log_every_s
+        time.sleep(poll_s)
+
+    chosen = tuple(pool[i] for i, _ in taken)
+    slot = Slot(
+        devices=chosen,
+        reason=f"locked slot(s) in {folder}",
+        lock_paths=tuple(paths[i] for i, _ in taken),
+        waited_s=time.monotonic() - start,
+        _fds=[fd for _, fd in taken],
+    )
+    previous = env.get(CUDA_VISIBLE)
+    env[CUDA_VISIBLE] = ",".join(chosen)
+    LOG.info(
+        "GPU slot: CUDA_VISIBLE_DEVICES=%s (of %s; waited %.1f s)",
+        env[CUDA_VISIBLE],
+        ",".join(pool),
+        slot.waited_s,
+    )
+    try:
+        yield slot
+    finally:
+        for path, fd in zip(slot.lock_paths, slot._fds, strict=True):
+            _unlock(path, fd)
+        slot._fds.clear()
+        if previous is None:
+            env.pop(CUDA_VISIBLE, None)
+        else:
+            env[CUDA_VISIBLE] = previous

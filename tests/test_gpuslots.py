@@ -1,0 +1,197 @@
+"""GPU slots: exclusive devices across processes, freed on SIGKILL, no-ops without GPUs."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from attnbench import gpuslots
+from attnbench.scriptutil import UserError
+
+CTX = mp.get_context("spawn")
+
+
+def _hold(lock_dir: str, devices: list[str], hold_s: float, log: mp.Queue) -> None:
+    """A fake GPU job: take a slot, record when it held which device, let go."""
+    env: dict[str, str] = {}
+    with gpuslots.acquire(devices=devices, directory=lock_dir, poll_s=0.02, environ=env) as slot:
+        start = time.monotonic()
+        time.sleep(hold_s)
+        log.put((os.getpid(), env["CUDA_VISIBLE_DEVICES"], slot.devices, start, time.monotonic()))
+
+
+def _hold_forever(lock_dir: str, devices: list[str], ready: mp.Queue) -> None:
+    with gpuslots.acquire(devices=devices, directory=lock_dir, environ={}) as slot:
+        ready.put(slot.devices)
+        time.sleep(600)
+
+
+def test_processes_never_share_a_device(tmp_path: Path) -> None:
+    devices = ["0", "1", "2"]
+    log: mp.Queue = CTX.Queue()
+    procs = [CTX.Process(target=_hold, args=(str(tmp_path), devices, 0.4, log)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    records = [log.get(timeout=5) for _ in procs]
+
+    assert len({r[0] for r in records}) == 8
+    for _, visible, chosen, _, _ in records:
+        assert (visible,) == chosen and visible in devices
+    # Intervals on one device never overlap.
+    for device in devices:
+        spans = sorted((s, e) for _, v, _, s, e in records if v == device)
+        for (_, end), (start, _) in pairwise(spans):
+            assert start >= end, f"device {device} was held twice at once"
+    # 8 jobs on 3 slots: more than one device was used, so they ran in parallel.
+    assert len({r[1] for r in records}) > 1
+
+
+def test_sigkilled_holder_frees_its_slot(tmp_path: Path) -> None:
+    ready: mp.Queue = CTX.Queue()
+    holder = CTX.Process(target=_hold_forever, args=(str(tmp_path), ["7"], ready))
+    holder.start()
+    try:
+        assert ready.get(timeout=60) == ("7",)
+        with (
+            pytest.raises(gpuslots.SlotTimeout, match="held: gpu7.lock: pid="),
+            gpuslots.acquire(
+                devices=["7"], directory=tmp_path, timeout_s=0.3, poll_s=0.05, environ={}
+            ),
+        ):
+            pass
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(timeout=30)
+        assert holder.exitcode == -signal.SIGKILL
+        env: dict[str, str] = {}
+        with gpuslots.acquire(devices=["7"], directory=tmp_path, timeout_s=5, environ=env) as slot:
+            assert env["CUDA_VISIBLE_DEVICES"] == "7" and slot.locked
+    finally:
+        if holder.is_alive():
+            holder.kill()
+
+
+def test_one_process_takes_distinct_slots_and_restores_env(tmp_path: Path) -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "4,5"}
+    with gpuslots.acquire(directory=tmp_path, environ=env) as first:
+        assert first.devices == ("4",) and env["CUDA_VISIBLE_DEVICES"] == "4"
+        inner_env = {"CUDA_VISIBLE_DEVICES": "4,5"}
+        with gpuslots.acquire(directory=tmp_path, environ=inner_env) as second:
+            assert second.devices == ("5",)
+        with (
+            pytest.raises(gpuslots.SlotTimeout),
+            gpuslots.acquire(
+                devices=["4"], directory=tmp_path, timeout_s=0.1, poll_s=0.02, environ={}
+            ),
+        ):
+            pass
+    assert env == {"CUDA_VISIBLE_DEVICES": "4,5"}
+    # Released: the slot is free again.
+    with gpuslots.acquire(devices=["4"], directory=tmp_path, timeout_s=1, environ={}) as again:
+        assert again.devices == ("4",)
+
+
+def test_count_takes_several_devices(tmp_path: Path) -> None:
+    env: dict[str, str] = {}
+    with gpuslots.acquire(2, devices=["0", "1", "2"], directory=tmp_path, environ=env) as slot:
+        assert slot.devices == ("0", "1") and env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    with (
+        pytest.raises(UserError, match="needs 4 GPUs but only 3"),
+        gpuslots.acquire(4, devices=["0", "1", "2"], directory=tmp_path, environ={}),
+    ):
+        pass
+
+
+def test_slurm_assignment_is_kept(tmp_path: Path) -> None:
+    env = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "3"}
+    with gpuslots.acquire(devices=["0", "1"], directory=tmp_path, environ=env) as slot:
+        assert slot.devices == ("3",) and not slot.locked and slot.reason == "assigned by Slurm"
+        assert env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("env", "devices", "count"),
+    [
+        ({"CUDA_VISIBLE_DEVICES": ""}, None, 1),
+        ({"CUDA_VISIBLE_DEVICES": "-1"}, None, 1),
+        ({}, [], 1),
+        ({}, ["0"], 0),
+    ],
+)
+def test_no_gpu_is_a_no_op(tmp_path: Path, env: dict, devices: list | None, count: int) -> None:
+    before = dict(env)
+    with gpuslots.acquire(count, devices=devices, directory=tmp_path, environ=env) as slot:
+        assert slot.devices == () and not slot.locked
+        assert env == before
+    assert not any(tmp_path.iterdir())
+
+
+def test_detection_without_driver_finds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpuslots.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gpuslots, "_nvml_devices", lambda: None)
+    assert gpuslots.visible_devices({}) == []
+
+
+def test_detection_uses_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpuslots, "_nvidia_smi_devices", lambda: ["0", "1"])
+    assert gpuslots.visible_devices({}) == ["0", "1"]
+    assert gpuslots.visible_devices({"CUDA_VISIBLE_DEVICES": " 2, 3 "}) == ["2", "3"]
+
+
+def test_parse_nvidia_smi_list_with_mig() -> None:
+    text = """\
+GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa)
+GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-bbbb)
+  MIG 3g.40gb     Device  0: (UUID: MIG-1111)
+  MIG 3g.40gb     Device  1: (UUID: MIG-2222)
+GPU 2: NVIDIA H100 80GB HBM3 (UUID: GPU-cccc)
+"""
+    assert gpuslots.parse_nvidia_smi_list(text) == ["0", "MIG-1111", "MIG-2222", "2"]
+    assert gpuslots.parse_nvidia_smi_list("No devices were found\n") == []
+
+
+def test_lock_dir_from_env_and_timeout_from_env(tmp_path: Path) -> None:
+    env = {"ATTNBENCH_GPU_SLOTS_DIR": str(tmp_path / "slots")}
+    assert gpuslots.lock_dir(environ=env) == tmp_path / "slots"
+    assert gpuslots.lock_dir(environ={}) == Path("results/.gpu-slots")
+    with gpuslots.acquire(devices=["0"], environ=env) as slot:
+        assert slot.lock_paths[0].is_relative_to(tmp_path / "slots")
+        assert f"pid={os.getpid()}" in slot.lock_paths[0].read_text()
+        waiting = dict(env, ATTNBENCH_GPU_SLOTS_TIMEOUT="0.1")
+        with (
+            pytest.raises(gpuslots.SlotTimeout, match="after 0 s"),
+            gpuslots.acquire(devices=["0"], poll_s=0.02, environ=waiting),
+        ):
+            pass
+    with (
+        pytest.raises(UserError, match="ATTNBENCH_GPU_SLOTS_TIMEOUT='soon'"),
+        gpuslots.acquire(devices=["0"], environ=dict(env, ATTNBENCH_GPU_SLOTS_TIMEOUT="soon")),
+    ):
+        pass
+
+
+def test_waiting_logs_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="attnbench.gpuslots")
+    with (
+        gpuslots.acquire(devices=["0"], directory=tmp_path, environ={}),
+        pytest.raises(gpuslots.SlotTimeout),
+        gpuslots.acquire(
+            devices=["0"],
+            directory=tmp_path,
+            timeout_s=0.3,
+            poll_s=0.05,
+            log_every_s=0.1,
+            environ={},
+        ),
+    ):
+        pass
+    assert "waiting for a GPU slot: all 1 busy" in caplog.text
