@@ -1,0 +1,27 @@
+# Which attention kernel should YOLOv12 train with, and what does it cost?
+# A table of contents: each stage lives in rules/<stage>.smk.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/environment.smk"
+include: "rules/attention.smk"
+include: "rules/train.smk"
+include: "rules/analysis.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report.html",
+    default_target: True

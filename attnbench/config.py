@@ -1,0 +1,209 @@
+"""Load, validate and resolve the workflow configuration.
+
+Kept free of heavy imports (no torch): the Snakefile imports it at parse time,
+and `snakemake -n` must stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+
+SCHEMA_FILE = "config.schema.yaml"
+ROBOFLOW_KEY_ENV = "ROBOFLOW_API_KEY"
+
+
+class ConfigError(ValueError):
+    """A user-fixable configuration problem; the message is one line."""
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("attnbench.schemas").joinpath(SCHEMA_FILE).read_text()
+    return yaml.safe_load(text)
+
+
+def _extend_with_defaults(validator_class):
+    """A validator that fills `default` values, recursively, while it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _extend_with_defaults(Draft202012Validator)
+
+
+def _key_path(error: ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _allowed(error: ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "enum":
+        return "allowed: " + ", ".join(map(str, error.validator_value))
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.parent.schema.get("properties", {})) if error.parent else []
+        allowed = allowed or sorted(schema.get("properties", {}))
+        return "allowed keys: " + ", ".join(allowed)
+    if error.validator == "uniqueItems":
+        return "remove the duplicate"
+    if error.validator == "multipleOf":
+        return f"use a multiple of {error.validator_value}"
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        return f"{error.validator} {error.validator_value}"
+    if error.validator == "minItems":
+        return f"list at least {error.validator_value} item(s)"
+    if error.validator == "type":
+        return f"expected {error.validator_value}"
+    if error.validator == "pattern":
+        return f"must match {error.validator_value}"
+    return error.validator
+
+
+def _format(error: ValidationError) -> str:
+    key = _key_path(error)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        key = ".".join([*map(str, error.absolute_path), extra[0]]) if extra else key
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"config key '{key}' is unknown (allowed keys here: {allowed})"
+    value = json.dumps(error.instance, default=str)
+    if len(value) > 80:
+        value = value[:77] + "..."
+    return f"config value {key} = {value} is invalid: {error.message} ({_allowed(error)})"
+
+
+def validate(config: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate `config` against the schema and return a copy with defaults filled.
+
+    Raises ConfigError with a one-line message naming the key and the fix.
+    """
+    config = copy.deepcopy(config or {})
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    validator = _DefaultFillingValidator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), e.path))
+    if errors:
+        # The deepest, most specific error first; one line only.
+        best = min(errors, key=lambda e: -len(e.absolute_path))
+        raise ConfigError(_format(best))
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict[str, Any]) -> None:
+    data = config["dataset"]
+    if data["source"] == "local":
+        local = data.get("local")
+        if not local:
+            raise ConfigError(
+                "config value dataset.local is empty but dataset.source = local: "
+                "set dataset.local to a folder or .zip in YOLO layout"
+            )
+        if not Path(local).expanduser().exists():
+            raise ConfigError(
+                f"config value dataset.local = {local!r} does not exist: "
+                "point it at a folder or .zip holding data.yaml and train/valid images"
+            )
+    baseline = config["analysis"]["baseline"]
+    if baseline not in config["backends"]:
+        raise ConfigError(
+            f"config value analysis.baseline = {baseline!r} is not in backends "
+            f"({', '.join(config['backends'])}): add it to backends or pick one of them"
+        )
+
+
+def load_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a YAML config file (malformed YAML is a ConfigError)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from exc
+    return validate(raw)
+
+
+# --------------------------------------------------------------------------- #
+# Resolution of environment-dependent choices (done once, at parse time, so that
+# the resolved values flow into rule params and invalidate what they should).
+
+
+@dataclass(frozen=True)
+class DatasetChoice:
+    source: str  # roboflow | local | demo (never auto)
+    name: str  # folder name under results/data/
+    reason: str  # why this source, for the report
+
+
+def resolve_dataset(config: dict[str, Any], environ: dict[str, str] | None = None) -> DatasetChoice:
+    environ = os.environ if environ is None else environ
+    data = config["dataset"]
+    source = data["source"]
+    has_key = bool(environ.get(ROBOFLOW_KEY_ENV))
+    if source == "auto":
+        if has_key:
+            source, reason = "roboflow", f"dataset.source = auto and {ROBOFLOW_KEY_ENV} is set"
+        else:
+            source = "demo"
+            reason = (
+                f"dataset.source = auto and {ROBOFLOW_KEY_ENV} is not set: "
+                "fell back to the embedded synthetic demo"
+            )
+    else:
+        reason = f"dataset.source = {source}"
+    if source == "roboflow":
+        rf = data["roboflow"]
+        name = f"roboflow-{rf['workspace']}-{rf['project']}-v{rf['version']}"
+    elif source == "local":
+        local = Path(data["local"]).expanduser()
+        stem = local.name[: -len(".zip")] if local.name.endswith(".zip") else local.name
+        name = f"local-{stem}"
+    else:
+        name = "demo"
+    return DatasetChoice(source=source, name=name, reason=reason)
+
+
+def effective_train(config: dict[str, Any], choice: DatasetChoice) -> dict[str, Any]:
+    """The training settings actually used: the demo overrides apply on the demo."""
+    train = dict(config["train"])
+    if choice.source == "demo":
+        train.update(config["dataset"]["demo"]["train"])
+    return train
+
+
+def cuda_hint() -> bool:
+    """A cheap guess (no torch import) whether this host has an NVIDIA GPU.
+
+    Used only to decide Snakemake resources; availability itself is decided by
+    attnbench.backends at run time and recorded, never guessed.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/gpus").exists() or shutil.which("nvidia-smi") is not None
+
+
+def canonical(value: Any) -> str:
+    """A canonical JSON string for rule params (sorted keys, stable floats)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

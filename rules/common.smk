@@ -1,0 +1,75 @@
+# Shared helpers: config validation (before any job), the resolved dataset and
+# training settings, and the target lists. No rule lives here.
+
+import sys
+
+from attnbench import config as cfg
+
+
+try:
+    _validated = cfg.validate(config)
+except cfg.ConfigError as _error:
+    sys.exit(f"Config error: {_error}")
+config.clear()
+config.update(_validated)
+
+DATASET = cfg.resolve_dataset(config)
+TRAIN = cfg.effective_train(config, DATASET)
+BACKENDS = config["backends"]
+SEEDS = config["seeds"]
+DATA_DIR = f"results/data/{DATASET.name}"
+# Snakemake's gpu resource is a counter only; attnbench.gpuslots picks the device.
+GPU_JOBS = 1 if cfg.cuda_hint() else 0
+
+
+wildcard_constraints:
+    backend="|".join(BACKENDS),
+    seed=r"\d+",
+    dataset=r"[A-Za-z0-9._-]+",
+
+
+def params_json(*sections, **extra):
+    """One canonical JSON string of the config values a rule uses."""
+    value = {name: config[name] for name in sections}
+    value.update(extra)
+    return cfg.canonical(value)
+
+
+def dataset_spec():
+    """Everything that decides the dataset's content, for fetch_dataset's params."""
+    data = config["dataset"]
+    spec = {"source": DATASET.source, "name": DATASET.name}
+    if DATASET.source == "roboflow":
+        spec["roboflow"] = data["roboflow"]
+    elif DATASET.source == "local":
+        spec["local"] = data["local"]
+    else:
+        spec["demo"] = {k: v for k, v in data["demo"].items() if k != "train"}
+    return cfg.canonical(spec)
+
+
+def flash_attn_env(wildcards):
+    """The flash-attn build status, needed only by the flash_attn backend's jobs."""
+    if wildcards.backend == "flash_attn":
+        return "results/env/flash_attn.json"
+    return []
+
+
+def train_runs(filename):
+    return expand(
+        "results/train/{backend}/seed{seed}/{filename}",
+        backend=BACKENDS,
+        seed=SEEDS,
+        filename=filename,
+    )
+
+
+def per_backend(pattern):
+    return expand(pattern, backend=BACKENDS)
+
+
+def backend_conda_env(wildcards):
+    """flash_attn jobs run in the env that ships conda-forge's flash-attn."""
+    if wildcards.backend == "flash_attn":
+        return "../envs/flash-attn.yaml"
+    return "../envs/torch.yaml"

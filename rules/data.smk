@@ -1,0 +1,39 @@
+# Data: fetch the dataset (Roboflow SDK, local folder/zip, or the generated demo),
+# then validate it and write what training reads.
+
+
+rule fetch_dataset:
+    output:
+        directory("results/data/{dataset}/source"),
+    params:
+        spec=dataset_spec(),
+        timeout_s=config["dataset"]["roboflow"]["timeout_s"],
+    log:
+        "results/logs/data/{dataset}/fetch.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/fetch.tsv"
+    conda:
+        "../envs/workflow.yaml"
+    script:
+        "../scripts/fetch_dataset.py"
+
+
+rule validate_dataset:
+    input:
+        source="results/data/{dataset}/source",
+    output:
+        summary=report(
+            "results/data/{dataset}/summary.json",
+            caption="../report/dataset.rst",
+            category="Dataset",
+        ),
+        data_yaml="results/data/{dataset}/data.yaml",
+    params:
+        on_problems=config["dataset"]["on_problems"],
+        reason=DATASET.reason,
+    log:
+        "results/logs/data/{dataset}/validate.log",
+    conda:
+        "../envs/workflow.yaml"
+    script:
+        "../scripts/validate_dataset.py"

@@ -1,0 +1,42 @@
+# Environment: build the Flash Attention wheel (for hosts without conda or
+# internet) and probe which backends can run here, with reasons.
+
+
+rule build_flash_attn:
+    output:
+        status="results/env/flash_attn.json",
+    params:
+        build=params_json("flash_attn"),
+    log:
+        "results/logs/env/build_flash_attn.log",
+    benchmark:
+        "results/benchmarks/env/build_flash_attn.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/build_flash_attn.py"
+
+
+rule probe_backends:
+    input:
+        flash_attn="results/env/flash_attn.json",
+    output:
+        report(
+            "results/env/backends.json",
+            caption="../report/backends.rst",
+            category="Environment",
+        ),
+    params:
+        backends=cfg.canonical(BACKENDS),
+        train=cfg.canonical(
+            {k: TRAIN[k] for k in ("amp", "cast", "device", "imgsz", "batch")}
+        ),
+    log:
+        "results/logs/env/probe_backends.log",
+    resources:
+        gpu=GPU_JOBS,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/probe_backends.py"

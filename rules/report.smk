@@ -1,0 +1,38 @@
+# Report: one self-contained HTML page that answers the question first.
+
+
+rule report:
+    input:
+        tables=multiext(
+            "results/tables/",
+            "runs.csv",
+            "summary.csv",
+            "comparisons.csv",
+            "epochs.csv",
+            "kernels.csv",
+            "parity.csv",
+        ),
+        plots=multiext(
+            "results/plots/",
+            "curves.png",
+            "epoch_time.png",
+            "memory.png",
+            "speed_memory.png",
+            "kernels.png",
+        ),
+        backends="results/env/backends.json",
+        dataset=f"{DATA_DIR}/summary.json",
+        template="report/report.html.j2",
+    output:
+        report("results/report.html", caption="../report/report.rst", category="Report"),
+    params:
+        title=config["report"]["title"],
+        config=cfg.canonical(config),
+        dataset_reason=DATASET.reason,
+        train=cfg.canonical(TRAIN),
+    log:
+        "results/logs/report/report.log",
+    conda:
+        "../envs/workflow.yaml"
+    script:
+        "../scripts/render_report.py"

@@ -1,0 +1,25 @@
+# Training: one Ultralytics run per (backend, seed), each in its own process,
+# with timing, GPU memory, accuracy and proof of the kernels that ran.
+
+
+rule train:
+    input:
+        data_yaml=f"{DATA_DIR}/data.yaml",
+        summary=f"{DATA_DIR}/summary.json",
+        flash_attn=flash_attn_env,
+    output:
+        metrics="results/train/{backend}/seed{seed}/metrics.json",
+        results="results/train/{backend}/seed{seed}/results.csv",
+    params:
+        train=cfg.canonical(TRAIN),
+    log:
+        "results/logs/train/{backend}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{backend}/seed{seed}.tsv"
+    threads: TRAIN["workers"] + 1
+    resources:
+        gpu=GPU_JOBS,
+    conda:
+        backend_conda_env
+    script:
+        "../scripts/train.py"
