@@ -56,6 +56,9 @@ class Backend:
     package: str | None = None  # import needed before it can run
     signatures: dict[str, Signature] = field(default_factory=dict)  # by device type
     activate: Callable[[], contextlib.AbstractContextManager] | None = None
+    # Fused kernels need q/k/v with a contiguous last dim. YOLO12's qkv comes from a
+    # conv in (B, C, H, W) layout, so its channels are strided unless copied.
+    contiguous_qkv: bool = True
 
     def signature(self, device_type: str) -> Signature:
         return self.signatures.get(device_type, Signature())
@@ -128,7 +131,9 @@ def _flash_impl(impl: str) -> Iterator[None]:
 # Kernel signatures
 
 _SDPA_FUSED = r"aten::_scaled_dot_product_(flash|efficient|cudnn)_attention"
-_FUSED_KERNELS = r"pytorch_flash::|fmha_cutlass|(?<!pytorch_)flash::flash_|cudnn.*sdpa|sdpa.*(fprop|bprop)"
+_FUSED_KERNELS = (
+    r"pytorch_flash::|fmha_cutlass|(?<!pytorch_)flash::flash_|cudnn.*sdpa|sdpa.*(fprop|bprop)"
+)
 _MATH_BWD = (r"(Bmm|Mm|Matmul)Backward", r"SoftmaxBackward")
 
 SIGNATURES: dict[str, dict[str, Signature]] = {
@@ -165,12 +170,19 @@ SIGNATURES: dict[str, dict[str, Signature]] = {
     "sdpa_flash": {
         "cpu": Signature(
             fwd_ops=(r"^aten::_scaled_dot_product_flash_attention_for_cpu$",),
-            bwd_ops=(r"flash_attention_for_cpu_backward|ScaledDotProductFlashAttentionForCpuBackward",),
-            forbidden=(r"_scaled_dot_product_attention_math", r"efficient_attention|cudnn_attention"),
+            bwd_ops=(
+                r"flash_attention_for_cpu_backward|ScaledDotProductFlashAttentionForCpuBackward",
+            ),
+            forbidden=(
+                r"_scaled_dot_product_attention_math",
+                r"efficient_attention|cudnn_attention",
+            ),
         ),
         "cuda": Signature(
             fwd_ops=(r"^aten::_scaled_dot_product_flash_attention$",),
-            bwd_ops=(r"_scaled_dot_product_flash_attention_backward|ScaledDotProductFlashAttentionBackward",),
+            bwd_ops=(
+                r"_scaled_dot_product_flash_attention_backward|ScaledDotProductFlashAttentionBackward",
+            ),
             fwd_kernels=(r"pytorch_flash::flash_fwd",),
             bwd_kernels=(r"pytorch_flash::flash_bwd",),
             forbidden=(r"_scaled_dot_product_attention_math", r"fmha_cutlass", r"cudnn_attention"),
@@ -182,7 +194,11 @@ SIGNATURES: dict[str, dict[str, Signature]] = {
             bwd_ops=(r"efficient_attention_backward|ScaledDotProductEfficientAttentionBackward",),
             fwd_kernels=(r"fmha_cutlassF",),
             bwd_kernels=(r"fmha_cutlassB",),
-            forbidden=(r"_scaled_dot_product_attention_math", r"pytorch_flash::", r"cudnn_attention"),
+            forbidden=(
+                r"_scaled_dot_product_attention_math",
+                r"pytorch_flash::",
+                r"cudnn_attention",
+            ),
         ),
     },
     "sdpa_cudnn": {
@@ -234,9 +250,25 @@ def _entry(name: str, description: str, fn: AttentionFn, devices, **kw) -> Backe
 REGISTRY: dict[str, Backend] = {
     b.name: b
     for b in [
-        _entry("eager", "Ultralytics' stock AAttn (matmul, softmax, matmul)", eager_attention, ["cpu", "cuda"]),
-        _entry("sdpa", "F.scaled_dot_product_attention, default dispatch", sdpa_attention, ["cpu", "cuda"]),
-        _entry("sdpa_math", "SDPA forced to the math kernel", forced_sdpa(SDPBackend.MATH), ["cpu", "cuda"]),
+        _entry(
+            "eager",
+            "Ultralytics' stock AAttn (matmul, softmax, matmul)",
+            eager_attention,
+            ["cpu", "cuda"],
+            contiguous_qkv=False,
+        ),
+        _entry(
+            "sdpa",
+            "F.scaled_dot_product_attention, default dispatch",
+            sdpa_attention,
+            ["cpu", "cuda"],
+        ),
+        _entry(
+            "sdpa_math",
+            "SDPA forced to the math kernel",
+            forced_sdpa(SDPBackend.MATH),
+            ["cpu", "cuda"],
+        ),
         _entry(
             "sdpa_efficient",
             "SDPA forced to memory-efficient attention (xFormers/CUTLASS)",
@@ -357,7 +389,9 @@ def versions() -> dict[str, str | None]:
     info: dict[str, str | None] = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
+        "cudnn": str(torch.backends.cudnn.version())
+        if torch.backends.cudnn.is_available()
+        else None,
         "flash_attn": None,
         "torch_flash": None,
     }

@@ -38,7 +38,9 @@ class ActiveBackend:
                 f"{str(given).removeprefix('torch.')}: set train.amp: true or train.cast: fp16|bf16"
             )
         B, h, N, d = q.shape
-        self.calls[(str(q.dtype).removeprefix("torch."), str(given).removeprefix("torch."), B, h, N, d)] += 1
+        self.calls[
+            (str(q.dtype).removeprefix("torch."), str(given).removeprefix("torch."), B, h, N, d)
+        ] += 1
         with record_function(REGION):
             out = self.backend.fn(q, k, v)
         return out if out.dtype == given else out.to(given)
@@ -62,6 +64,10 @@ def _aattn_forward(self, x: torch.Tensor) -> torch.Tensor:
     if self.area > 1:
         qkv = qkv.reshape(B * self.area, N // self.area, self.all_head_dim * 3)
         B, N, _ = qkv.shape
+    if _ACTIVE.backend.contiguous_qkv:
+        # Channels-last copy (the area reshape above already made one when area > 1):
+        # without it every fused SDPA kernel refuses and default dispatch falls to math.
+        qkv = qkv.contiguous()
     q, k, v = (
         qkv.view(B, N, self.num_heads, self.head_dim * 3)
         .permute(0, 2, 3, 1)
@@ -87,7 +93,9 @@ def use_backend(name: str, cast: str = "none") -> Iterator[ActiveBackend]:
     from ultralytics.nn.modules.block import AAttn
 
     if _ACTIVE is not None:
-        raise RuntimeError(f"backend {_ACTIVE.backend.name!r} is already active; contexts do not nest")
+        raise RuntimeError(
+            f"backend {_ACTIVE.backend.name!r} is already active; contexts do not nest"
+        )
     active = ActiveBackend(backends.get(name), None if cast == "none" else backends.DTYPES[cast])
     original = AAttn.forward
     with active.backend.context():
