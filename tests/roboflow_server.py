@@ -65,6 +65,7 @@ class FakeRoboflow:
     export_pending: bool = False  # the export endpoint always answers 202
     hang: str | None = None
     truncate: bool = False  # full Content-Length, half the body, then close
+    content_length: bool = True  # False: omit the header the SDK needs (it then crashes)
     log: list[str] = field(default_factory=list)
     url: str = ""
 
@@ -83,7 +84,7 @@ class FakeRoboflow:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
         self._saved_api_url = os.environ.get("API_URL")
         os.environ["API_URL"] = self.url
         _refresh_sdk_urls()
@@ -96,9 +97,14 @@ class FakeRoboflow:
             os.environ["API_URL"] = self._saved_api_url
         _refresh_sdk_urls()
         self._stop.set()  # release hanging handlers
+        self.close_port()
+
+    def close_port(self) -> None:
+        """Stop listening while the SDK still points here: a server that is down."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
 
     # ------------------------------------------------------------------ payloads
     def _version_dict(self) -> dict[str, Any]:
@@ -187,7 +193,8 @@ class FakeRoboflow:
         body = self.zip_bytes
         handler.send_response(200)
         handler.send_header("Content-Type", "application/zip")
-        handler.send_header("Content-Length", str(len(body)))
+        if self.content_length:
+            handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         if self.truncate or self.hang == "download-body":
             handler.wfile.write(body[: len(body) // 2])

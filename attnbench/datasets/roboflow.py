@@ -147,10 +147,28 @@ class _RedactingStream(io.TextIOBase):
 
 @contextlib.contextmanager
 def _guarded_output(secret: str) -> Iterator[None]:
-    """Route the SDK's stdout prints and tqdm bars to stderr, with the key masked."""
+    """Mask the key in everything printed or logged while inside.
+
+    The SDK's prints and tqdm bars go to stderr through a redacting stream; every log
+    record (urllib3 logs each URL, key included, at DEBUG) is redacted when created.
+    """
     stream = _RedactingStream(sys.stderr, secret)
-    with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
-        yield
+    make_record = logging.getLogRecordFactory()
+    plain = logging.Formatter()
+
+    def redacting_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        record.msg, record.args = redact(record.getMessage(), secret), None
+        if record.exc_info:
+            record.exc_text = redact(plain.formatException(record.exc_info), secret)
+        return record
+
+    logging.setLogRecordFactory(redacting_record)
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        logging.setLogRecordFactory(make_record)
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
