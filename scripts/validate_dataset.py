@@ -1,0 +1,25 @@
+"""Snakemake adapter: validate the fetched dataset; write summary.json, data.yaml and image lists."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (set by Snakemake)
+
+from attnbench.datasets import source_kind  # noqa: E402
+from attnbench.datasets.validate import summarize  # noqa: E402
+from attnbench.scriptutil import rule_logging  # noqa: E402
+
+with rule_logging(snakemake):  # noqa: F821
+    smk = snakemake  # noqa: F821
+    out_dir = Path(smk.output.summary).parent
+    if Path(smk.output.data_yaml).resolve() != (out_dir / "data.yaml").resolve():
+        raise RuntimeError("validate_dataset expects summary.json and data.yaml in one folder")
+    name = smk.wildcards.dataset
+    summarize(
+        smk.input.source,
+        out_dir,
+        policy=smk.params.on_problems,
+        name=name,
+        source=getattr(smk.params, "source", None) or source_kind(name),
+        reason=smk.params.reason,
+    )
