@@ -66,6 +66,7 @@ class FakeRoboflow:
     hang: str | None = None
     truncate: bool = False  # full Content-Length, half the body, then close
     content_length: bool = True  # False: omit the header the SDK needs (it then crashes)
+    auth_status: int = 200  # e.g. 500: the SDK retries the key check 5 times, 1 s apart
     log: list[str] = field(default_factory=list)
     url: str = ""
 
@@ -159,6 +160,8 @@ class FakeRoboflow:
             }
         }
         if route == "auth":
+            if self.auth_status != 200:
+                return handler.send_json(self.auth_status, {"error": {"message": "internal error"}})
             return handler.send_json(200, {"workspace": self.workspace})
         if parts[0] != self.workspace:
             return handler.send_json(404, not_found)

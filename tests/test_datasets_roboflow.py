@@ -261,6 +261,17 @@ def test_server_down(
     _assert_secret_kept(capsys, caplog)
 
 
+def test_server_error_at_the_key_check_is_not_called_a_bad_key(tmp_path: Path) -> None:
+    """The SDK retries a 5xx key check 5 times, 1 s apart (so this test takes 5 s)."""
+    out = tmp_path / "source"
+    with FakeRoboflow(auth_status=500) as server, pytest.raises(UserError) as exc:
+        _download(server, out)
+    message = str(exc.value)
+    assert "server kept failing while checking the API key" in message and "rejected" not in message
+    assert "\n" not in message
+    _assert_no_trace(out)
+
+
 def test_sdk_crash_is_reported_without_the_key(
     dataset_zip: bytes,
     tmp_path: Path,

@@ -43,7 +43,9 @@ class Plant:
 def _smooth_noise(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
     """Random values on a coarse grid, bicubically upsampled: soil moisture and clods."""
     coarse = rng.normal(0.0, 1.0, (cells, cells)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BICUBIC))
+    return np.asarray(
+        Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BICUBIC)
+    )
 
 
 def _soil(rng: np.random.Generator, size: int) -> Image.Image:

@@ -256,6 +256,19 @@ class _Steps:
         )
 
 
+def _key_refused(message: str) -> str:
+    """The SDK raises the same RuntimeError for a bad key and for a failing server."""
+    if "error validating the api key" in message.lower():
+        return (
+            f"the Roboflow server kept failing while checking the API key ({message}): "
+            "retry later (status: https://status.roboflow.com)"
+        )
+    return (
+        f"Roboflow rejected the API key in {ROBOFLOW_KEY_ENV} ({message}): "
+        "copy it again from app.roboflow.com -> Settings -> API Keys"
+    )
+
+
 def _version_list(project: Any) -> str:
     """The project's version numbers, for the "version not found" message (best effort)."""
     try:
@@ -312,14 +325,7 @@ def download(
         ):
             from roboflow import Roboflow
 
-            rf = steps.run(
-                "checking the API key",
-                lambda: Roboflow(api_key=key),
-                lambda msg: (
-                    f"Roboflow rejected the API key in {ROBOFLOW_KEY_ENV} ({msg}): "
-                    "copy it again from app.roboflow.com -> Settings -> API Keys"
-                ),
-            )
+            rf = steps.run("checking the API key", lambda: Roboflow(api_key=key), _key_refused)
             ws = steps.run(
                 f"opening workspace {workspace!r}",
                 lambda: rf.workspace(workspace),
