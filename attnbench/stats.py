@@ -64,18 +64,23 @@ METRIC_BY_KEY = {m.key: m for m in METRICS}
 # Gathering files into tables
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts become dotted keys; lists become JSON text, so one run is one CSV row."""
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """One run, one CSV row: `provenance.fwd_kernels`-style keys one level deep, and any
+    deeper list or dict (kernel counts, epoch times) kept as JSON text, not one column each."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = json.dumps(value)
+            for sub, inner in value.items():
+                flat[f"{key}.{sub}"] = _cell(inner)
         else:
-            flat[name] = value
+            flat[key] = _cell(value)
     return flat
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=isinstance(value, dict))
+    return value
 
 
 def _run_id(path: str | Path) -> tuple[str | None, int | None]:

@@ -94,15 +94,17 @@ MEMORY = {
     "sdpa_cudnn": 0.85,
     "flash_attn": 0.85,
 }
-KERNEL_SIGNATURE = {
-    "eager": "bmm",
-    "sdpa": "cudnn",
-    "sdpa_math": "bmm",
-    "sdpa_efficient": "fmha_cutlass",
-    "sdpa_flash": "flash_fwd_kernel",
-    "sdpa_cudnn": "cudnn",
-    "flash_attn": "flash_fwd_kernel",
-}
+# (forward op, forward kernel, backward kernel, what provenance.dispatched says) per backend,
+# shaped like attnbench.provenance's record (names abridged from real profiler output).
+KERNELS = {
+    "eager": ("aten::bmm", "ampere_fp16_s16816gemm_fp16_128x64", "ampere_fp16_s1688gemm_fp16", "eager (matmul + softmax)"),
+    "sdpa": ("aten::_scaled_dot_product_cudnn_attention", "cudnn_generated_fort_native_sdpa_sm90_knob_7_64x128x64", "cudnn_generated_fort_native_sdpa_sm90_bprop", "cudnn"),
+    "sdpa_math": ("aten::_scaled_dot_product_attention_math", "ampere_fp16_s16816gemm_fp16_128x64", "ampere_fp16_s1688gemm_fp16", "math"),
+    "sdpa_efficient": ("aten::_scaled_dot_product_efficient_attention", "fmha_cutlassF_f16_aligned_64x64_rf_sm80", "fmha_cutlassB_f16_aligned_64x64_k32_sm80", "efficient"),
+    "sdpa_flash": ("aten::_scaled_dot_product_flash_attention", "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32>>", "void pytorch_flash::flash_bwd_dq_dk_dv_loop_kernel<32>", "flash"),
+    "sdpa_cudnn": ("aten::_scaled_dot_product_cudnn_attention", "cudnn_generated_fort_native_sdpa_sm90_knob_7_64x128x64", "cudnn_generated_fort_native_sdpa_sm90_bprop", "cudnn"),
+    "flash_attn": ("flash_attn::_flash_attn_forward", "void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32>>", "void flash::flash_bwd_dq_dk_dv_loop_kernel<32>", "flash-attn"),
+}  # fmt: skip
 GPU_NAME = "NVIDIA H100 80GB HBM3"
 
 
@@ -192,6 +194,9 @@ def _metrics(
         "ultralytics": "8.4.190",
         "python": "3.12.8",
         "epochs": epochs,
+        "amp": True,
+        "optimizer": "AdamW",
+        "lr0": 0.001,
         "batch": 8,
         "imgsz": 640 if gpu else 160,
         "train_images": train_images,
@@ -220,7 +225,6 @@ def _metrics(
             **empty,
             "epoch_times_s": [],
             "train_epoch_times_s": [],
-            "provenance": {},
         }
     times = [rows[0]["time"]] + [
         b["time"] - a["time"] for a, b in zip(rows[:-1], rows[1:], strict=True)
@@ -228,9 +232,14 @@ def _metrics(
     loop = float(rows[-1]["time"])
     mem = MEMORY.get(backend, 1.0) * 2400.0 * rng.normal(1.0, 0.003)
     last = rows[-1]
-    sig = KERNEL_SIGNATURE.get(backend, "bmm")
     return {
         **base,
+        "dtypes_seen": ["float16" if gpu else "float32"],
+        "attention_calls": 8 * epochs * 10,
+        "epochs_done": epochs,
+        "batch_used": 8,
+        "data_wait_fraction": 0.05,
+        "gpu_util_mean": 87.0 if gpu else None,
         "epoch_loop_s": round(loop, 3),
         "epoch_times_s": [round(t, 3) for t in times],
         "train_epoch_times_s": [round(0.9 * t, 3) for t in times],
@@ -244,17 +253,28 @@ def _metrics(
         "recall": last["metrics/recall(B)"],
         "mAP50": last["metrics/mAP50(B)"],
         "mAP50_95": last["metrics/mAP50-95(B)"],
-        "provenance": {
-            "ops": ["aten::bmm", "aten::_softmax"]
-            if sig == "bmm"
-            else ["aten::scaled_dot_product_attention"],
-            "kernels": [f"{sig}_fwd_sm90", f"{sig}_bwd_sm90"] if gpu else [f"{sig}_cpu"],
-            "fwd": [f"{sig}_fwd_sm90"],
-            "bwd": [f"{sig}_bwd_sm90"],
-            "signature": {"kernels": [sig]},
-            "matched": True,
-            "mismatch": None,
+        "provenance": _provenance(backend, gpu),
+    }
+
+
+def _provenance(backend: str, gpu: bool) -> dict:
+    op, fwd, bwd, dispatched = KERNELS.get(backend, KERNELS["eager"])
+    return {
+        "regions": 8,
+        "fwd_ops": {op: 8, "aten::softmax" if backend in ("eager", "sdpa_math") else op: 8},
+        "fwd_kernels": {fwd: 8} if gpu else {},
+        "bwd_ops": {"BmmBackward0" if backend in ("eager", "sdpa_math") else f"{op}_backward": 8},
+        "bwd_kernels": {bwd: 8} if gpu else {},
+        "dispatched": dispatched,
+        "signature": {
+            "fwd_ops": [op],
+            "bwd_ops": [],
+            "fwd_kernels": [fwd.split("<")[0]] if gpu else [],
+            "bwd_kernels": [],
+            "forbidden": [],
         },
+        "matched": True,
+        "mismatch": [],
     }
 
 
@@ -347,7 +367,7 @@ def make_study(
                     "reason": unavailable.get(b),
                     "dtype": "float16" if gpu else "float32",
                     "device": "cuda:0" if gpu else "cpu",
-                    "expected": {"kernels": [KERNEL_SIGNATURE.get(b, "bmm")]},
+                    "expected": _provenance(b, gpu)["signature"],
                 }
                 for b in backends
             },
@@ -478,3 +498,140 @@ def _kernels(
             )
     _write_csv(path, KERNEL_COLUMNS, rows)
     return path
+
+
+# --------------------------------------------------------------------------- #
+# Running a rule's script without Snakemake
+
+
+class NamedList(list):
+    """Like Snakemake's Namedlist: items by position, by name and as attributes."""
+
+    def __init__(self, items: list | None = None, **named: object) -> None:
+        super().__init__(items or [])
+        self._names: dict[str, object] = {}
+        for name, value in named.items():
+            self._names[name] = value
+            if isinstance(value, list):
+                self.extend(value)
+            else:
+                self.append(value)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return self._names[key]
+        return super().__getitem__(key)
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            return self._names[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, name: str, default: object = None) -> object:
+        return self._names.get(name, default)
+
+
+@dataclass
+class FakeSnakemake:
+    """The parts of the `snakemake` object that attnbench's scripts use."""
+
+    input: NamedList
+    output: NamedList
+    params: NamedList
+    log: NamedList
+    scriptdir: str
+    wildcards: NamedList = field(default_factory=NamedList)
+    resources: NamedList = field(default_factory=NamedList)
+    threads: int = 1
+
+
+def run_script(script: str | Path, smk: FakeSnakemake) -> None:
+    """Execute a workflow script the way Snakemake's `script:` does, with `snakemake` set."""
+    import runpy
+
+    runpy.run_path(str(script), init_globals={"snakemake": smk}, run_name="__main__")
+
+
+def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager") -> dict:
+    """FakeSnakemake objects for aggregate, plots and report, wired like rules/*.smk."""
+    tables = out / "tables"
+    plots = out / "plots"
+    table_names = ("runs", "summary", "comparisons", "epochs", "kernels", "parity")
+    plot_names = ("curves", "epoch_time", "memory", "speed_memory", "kernels")
+    scriptdir = str(repo / "scripts")
+    config = {
+        "analysis": {"baseline": baseline, "alpha": 0.05, "tost_margin": 0.01},
+        "backends": [p.stem for p in study.kernels],
+        "seeds": sorted({int(p.parent.name.removeprefix("seed")) for p in study.metrics}),
+        "dataset": {"source": "auto"},
+        "report": {"title": "Which attention kernel should YOLOv12 train with?"},
+    }
+    aggregate = FakeSnakemake(
+        input=NamedList(
+            metrics=[str(p) for p in study.metrics],
+            results=[str(p) for p in study.results],
+            parity=[str(p) for p in study.parity],
+            kernels=[str(p) for p in study.kernels],
+            backends=str(study.backends_json),
+        ),
+        output=NamedList(**{n: str(tables / f"{n}.csv") for n in table_names}),
+        params=NamedList(analysis=json.dumps({"analysis": config["analysis"]})),
+        log=NamedList([str(out / "logs" / "aggregate.log")]),
+        scriptdir=scriptdir,
+    )
+    plot_job = FakeSnakemake(
+        input=NamedList(
+            **{n: str(tables / f"{n}.csv") for n in ("runs", "epochs", "kernels", "summary")}
+        ),
+        output=NamedList(**{n: str(plots / f"{n}.png") for n in plot_names}),
+        params=NamedList(baseline=baseline),
+        log=NamedList([str(out / "logs" / "plots.log")]),
+        scriptdir=scriptdir,
+    )
+    summary = json.loads(Path(study.dataset_summary).read_text())
+    report = FakeSnakemake(
+        input=NamedList(
+            tables=[str(tables / f"{n}.csv") for n in table_names],
+            plots=[str(plots / f"{n}.png") for n in plot_names],
+            backends=str(study.backends_json),
+            dataset=str(study.dataset_summary),
+            template=str(repo / "report" / "report.html.j2"),
+        ),
+        output=NamedList([str(out / "report.html")]),
+        params=NamedList(
+            title=config["report"]["title"],
+            config=json.dumps(config, sort_keys=True),
+            dataset_reason=summary["reason"],
+            train=json.dumps({"epochs": 5, "batch": 8, "imgsz": 640, "amp": True}),
+        ),
+        log=NamedList([str(out / "logs" / "report.log")]),
+        scriptdir=scriptdir,
+    )
+    return {"aggregate": aggregate, "plots": plot_job, "report": report}
+
+
+_RENDERED: dict[str, Path] = {}
+
+
+def rendered_study(base: Path, name: str = "gpu", **study_kwargs: object) -> Path:
+    """Fixture tree -> aggregate -> plots -> report through the real scripts, once per session.
+
+    Returns the results folder (tables/, plots/, report.html). Cached by `name`, so the
+    report and browser tests share one rendering.
+    """
+    if name in _RENDERED:
+        return _RENDERED[name]
+    repo = Path(__file__).resolve().parent.parent
+    root = Path(base) / f"study-{name}"
+    study = make_study(root, **study_kwargs)  # type: ignore[arg-type]
+    out = root / "results"
+    jobs = rule_jobs(study, repo, out)
+    for job, script in (
+        ("aggregate", "aggregate.py"),
+        ("plots", "plots.py"),
+        ("report", "render_report.py"),
+    ):
+        run_script(repo / "scripts" / script, jobs[job])
+    _RENDERED[name] = out
+    return out

@@ -280,8 +280,9 @@ def test_aggregate_reads_fixture_tree(tmp_path):
     )
     runs = tables["runs"]
     assert len(runs) == 12
-    assert {"provenance.matched", "provenance.kernels", "epoch_times_s"} <= set(runs.columns)
+    assert {"provenance.matched", "provenance.fwd_kernels", "epoch_times_s"} <= set(runs.columns)
     assert json.loads(runs.loc[0, "epoch_times_s"])  # lists are kept as JSON text
+    assert isinstance(json.loads(runs.loc[0, "provenance.fwd_kernels"]), dict)
     assert (runs.loc[runs.backend == "flash_attn", "status"] == "unavailable").all()
     epochs = tables["epochs"]
     assert {"backend", "seed", "status", "epoch", "metrics/mAP50-95(B)"} <= set(epochs.columns)

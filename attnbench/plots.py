@@ -1,0 +1,389 @@
+"""The report's figures, drawn with seaborn from the tables that `stats` writes.
+
+Every figure renders with matplotlib's Agg backend and its bundled DejaVu Sans (nothing is
+downloaded), and every figure still renders when its data is missing: CPU runs have no GPU
+memory, a single seed has no interval, a CPU host may have no kernel sweep. In those cases
+the figure says so instead of failing the workflow.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
+
+from attnbench import io, stats  # noqa: E402
+
+FONT = "DejaVu Sans"  # bundled with matplotlib
+DPI = 110
+CURVES = (
+    ("metrics/mAP50-95(B)", "mAP50-95"),
+    ("metrics/mAP50(B)", "mAP50"),
+    ("train/box_loss", "train box loss"),
+    ("val/box_loss", "val box loss"),
+    ("train/cls_loss", "train cls loss"),
+    ("val/cls_loss", "val cls loss"),
+)
+GPU_METRICS = {"peak_alloc_mb", "peak_reserved_mb", "peak_device_used_mb"}
+
+
+def theme() -> None:
+    """One look for every figure; DejaVu Sans so no font lookup or download happens."""
+    sns.set_theme(context="notebook", style="whitegrid", font=FONT)
+    plt.rcParams.update({"font.family": FONT, "figure.dpi": DPI, "savefig.dpi": DPI})
+
+
+def palette(backends: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """A fixed colour per backend, so a backend looks the same in every figure."""
+    colours = sns.color_palette("colorblind", max(len(backends), 1))
+    return {b: colours[i % len(colours)] for i, b in enumerate(backends)}
+
+
+def save(fig: plt.Figure, path: str | os.PathLike, tight: bool = False) -> None:
+    """Write a PNG atomically (no timestamp metadata, so reruns give the same bytes).
+
+    Figures use constrained layout; `tight` (a second draw pass) only for seaborn's
+    FacetGrid, whose legend sits outside the axes.
+    """
+    with io.atomic_path(path) as tmp:
+        fig.savefig(
+            tmp,
+            format="png",
+            dpi=DPI,
+            bbox_inches="tight" if tight else None,
+            metadata={"Software": None},
+        )
+    plt.close(fig)
+
+
+def message(path: str | os.PathLike, title: str, text: str) -> None:
+    """A small figure that states why there is nothing to plot (never a missing file)."""
+    fig, ax = plt.subplots(figsize=(6, 2.2), layout="constrained")
+    ax.set_axis_off()
+    ax.set_title(title, loc="left")
+    ax.text(0.5, 0.45, text, ha="center", va="center", fontsize=12, wrap=True)
+    save(fig, path)
+
+
+def confidence_of(summary: pd.DataFrame) -> float:
+    """The confidence level the tables used (1 - analysis.alpha), so figures say the same."""
+    if "confidence" in summary and summary["confidence"].notna().any():
+        return float(summary["confidence"].dropna().iloc[0])
+    return 0.95
+
+
+def _pct(confidence: float) -> str:
+    return f"{100 * confidence:g}%"
+
+
+def _ok(runs: pd.DataFrame) -> pd.DataFrame:
+    return stats.ok_runs(runs)
+
+
+def _order(runs: pd.DataFrame, baseline: str | None) -> list[str]:
+    return stats.backend_order(runs, baseline)
+
+
+def plot_curves(
+    epochs: pd.DataFrame,
+    path: str | os.PathLike,
+    order: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> None:
+    """Per-epoch mAP and losses, mean over seeds with a t-interval band, per backend."""
+    data = epochs
+    if "status" in data:
+        data = data[data["status"] == "ok"]
+    present = [(col, label) for col, label in CURVES if col in data and data[col].notna().any()]
+    if data.empty or not present or "epoch" not in data:
+        message(path, "Training curves", "no per-epoch results (no run finished training)")
+        return
+    order = [b for b in (order or []) if b in set(data["backend"])] or list(
+        dict.fromkeys(data["backend"])
+    )
+    colours = palette(order)
+    ncols = 2
+    nrows = math.ceil(len(present) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(11, 3.2 * nrows), squeeze=False, layout="constrained"
+    )
+    for ax, (col, label) in zip(axes.flat, present, strict=False):
+        frame = data[["backend", "epoch", col]].dropna()
+        sns.lineplot(
+            data=frame,
+            x="epoch",
+            y=col,
+            hue="backend",
+            hue_order=order,
+            palette=colours,
+            # The same t-interval as the tables (NaN, so no band, below two seeds).
+            errorbar=lambda v: stats.t_interval(v, confidence),
+            ax=ax,
+            legend=ax is axes.flat[0],
+        )
+        ax.set_title(label)
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in list(axes.flat)[len(present) :]:
+        ax.set_axis_off()
+    n_seeds = sorted(set(data.groupby("backend")["seed"].nunique()))
+    seeds = "-".join(str(n) for n in dict.fromkeys([n_seeds[0], n_seeds[-1]]))
+    band = f"band = {_pct(confidence)} t-interval" if n_seeds[-1] > 1 else "no band: one seed"
+    fig.suptitle(f"Training curves: mean over seeds ({seeds} per backend), {band}")
+    save(fig, path)
+
+
+def _per_seed_panel(
+    ax: plt.Axes,
+    ok: pd.DataFrame,
+    summary: pd.DataFrame,
+    metric: str,
+    order: Sequence[str],
+    colours: Mapping[str, tuple[float, float, float]],
+    baseline: str | None,
+) -> bool:
+    """One panel: a dot per seed, the mean with its t-interval; False if no data at all."""
+    info = stats.METRIC_BY_KEY.get(metric)
+    label = (
+        f"{info.label} ({info.unit})" if info and info.unit else (info.label if info else metric)
+    )
+    ax.set_title(label)
+    frame = ok[["backend", metric]].dropna() if metric in ok else pd.DataFrame()
+    have = [b for b in order if not frame.empty and b in set(frame["backend"])]
+    if not have:
+        why = "no GPU memory recorded (CPU runs)" if metric in GPU_METRICS else "no data"
+        ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return False
+    sns.stripplot(
+        data=frame,
+        x="backend",
+        y=metric,
+        order=have,
+        hue="backend",
+        hue_order=have,
+        palette=colours,
+        legend=False,
+        jitter=0.12,
+        size=7,
+        alpha=0.75,
+        ax=ax,
+    )
+    rows = summary[summary["metric"] == metric].set_index("backend") if not summary.empty else None
+    for i, backend in enumerate(have):
+        if rows is None or backend not in rows.index:
+            continue
+        row = rows.loc[backend]
+        mean = row["mean"]
+        ax.errorbar(i + 0.3, mean, yerr=_err(row), fmt="D", color="black", capsize=5, markersize=6)
+        if baseline == backend:
+            ax.axhline(mean, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("")
+    ax.set_ylabel(label)
+    ax.tick_params(axis="x", rotation=30)
+    return True
+
+
+def plot_per_seed(
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    metrics: Sequence[str],
+    path: str | os.PathLike,
+    title: str,
+    baseline: str | None = None,
+) -> None:
+    """Dots per seed, black diamond = mean with its t-interval, dashed line = baseline mean."""
+    order = _order(runs, baseline)
+    colours = palette(order)
+    ok = _ok(runs)
+    ncols = min(2, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    width = max(5.5, 0.9 * len(order) + 2.5)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width * ncols, 3.8 * nrows), squeeze=False, layout="constrained"
+    )
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        _per_seed_panel(ax, ok, summary, metric, order, colours, baseline)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_axis_off()
+    fig.suptitle(
+        f"{title}: dot = one seed, diamond = mean with {_pct(confidence_of(summary))} t-interval"
+    )
+    save(fig, path)
+
+
+def plot_epoch_time(
+    runs: pd.DataFrame, summary: pd.DataFrame, path: str | os.PathLike, baseline: str | None
+) -> None:
+    plot_per_seed(runs, summary, ["epoch_loop_s", "epoch_time_s"], path, "Epoch time", baseline)
+
+
+def plot_memory(
+    runs: pd.DataFrame, summary: pd.DataFrame, path: str | os.PathLike, baseline: str | None
+) -> None:
+    metrics = ["peak_alloc_mb", "peak_reserved_mb", "peak_device_used_mb", "host_peak_rss_mb"]
+    plot_per_seed(runs, summary, metrics, path, "Peak memory", baseline)
+
+
+def plot_speed_memory(
+    runs: pd.DataFrame, summary: pd.DataFrame, path: str | os.PathLike, baseline: str | None
+) -> None:
+    """Throughput against peak GPU memory (host RSS when no GPU memory exists, said so)."""
+    ok = _ok(runs)
+    x_metric = "peak_alloc_mb"
+    note = ""
+    if x_metric not in ok or ok[x_metric].notna().sum() == 0:
+        x_metric, note = "host_peak_rss_mb", " (no GPU memory recorded: host RSS instead)"
+    y_metric = "images_per_s"
+    if ok.empty or ok[[x_metric, y_metric]].dropna().empty:
+        message(path, "Speed against memory", "no finished runs with speed and memory")
+        return
+    order = _order(runs, baseline)
+    colours = palette(order)
+    frame = ok[["backend", x_metric, y_metric]].dropna()
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    sns.scatterplot(
+        data=frame,
+        x=x_metric,
+        y=y_metric,
+        hue="backend",
+        hue_order=[b for b in order if b in set(frame["backend"])],
+        palette=colours,
+        alpha=0.45,
+        s=35,
+        ax=ax,
+    )
+    table = summary.set_index(["backend", "metric"]) if not summary.empty else None
+    for backend in dict.fromkeys(frame["backend"]):
+        if table is None or (backend, x_metric) not in table.index:
+            continue
+        xs, ys = table.loc[(backend, x_metric)], table.loc[(backend, y_metric)]
+        xerr = _err(xs)
+        yerr = _err(ys)
+        ax.errorbar(
+            xs["mean"],
+            ys["mean"],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="D",
+            color=colours[backend],
+            markeredgecolor="black",
+            capsize=4,
+        )
+        ax.annotate(
+            backend,
+            (xs["mean"], ys["mean"]),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=9,
+        )
+    x_info, y_info = stats.METRIC_BY_KEY[x_metric], stats.METRIC_BY_KEY[y_metric]
+    ax.set_xlabel(f"{x_info.label} ({x_info.unit}){note}")
+    ax.set_ylabel(f"{y_info.label} ({y_info.unit})")
+    ax.set_title(
+        "Speed against memory: up and left is better; diamond = mean, "
+        f"bars = {_pct(confidence_of(summary))} CI"
+    )
+    ax.legend(title="backend", fontsize=8)
+    save(fig, path)
+
+
+def _err(row: pd.Series) -> list[list[float]] | None:
+    low, high, mean = row["ci_low"], row["ci_high"], row["mean"]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    return [[mean - low], [high - mean]]
+
+
+def plot_kernels(
+    kernels: pd.DataFrame, path: str | os.PathLike, order: Sequence[str] | None = None
+) -> None:
+    """Kernel time against sequence length from the sweep rows, log-log, one panel per dtype."""
+    needed = {"kind", "N", "backend"}
+    if kernels.empty or not needed <= set(kernels):
+        message(path, "Kernel micro-benchmark", "no kernel data")
+        return
+    data = kernels[kernels["kind"] == "sweep"].copy()
+    if "status" in data:
+        data = data[data["status"] == "ok"]
+    y = "fwdbwd_ms" if "fwdbwd_ms" in data and data["fwdbwd_ms"].notna().any() else "fwd_ms"
+    if y not in data:
+        message(path, "Kernel micro-benchmark", "no kernel data")
+        return
+    data["N"] = pd.to_numeric(data["N"], errors="coerce")
+    data[y] = pd.to_numeric(data[y], errors="coerce")
+    data = data.dropna(subset=["N", y])
+    if data.empty:
+        message(path, "Kernel micro-benchmark", "no kernel data")
+        return
+    if "dtype" not in data:
+        data["dtype"] = "n/a"
+    data["dtype"] = data["dtype"].fillna("n/a")
+    shape_cols = [c for c in ("B", "heads", "head_dim") if c in data]
+    data["shape"] = (
+        (data[shape_cols].apply(pd.to_numeric, errors="coerce").astype("Int64").astype(str)).agg(
+            "x".join, axis=1
+        )
+        if shape_cols
+        else "-"
+    )
+    order = [b for b in (order or []) if b in set(data["backend"])] or list(
+        dict.fromkeys(data["backend"])
+    )
+    grid = sns.relplot(
+        data=data,
+        x="N",
+        y=y,
+        hue="backend",
+        hue_order=order,
+        palette=palette(order),
+        style="shape" if data["shape"].nunique() > 1 else None,
+        col="dtype",
+        kind="line",
+        marker="o",
+        errorbar=None,
+        height=3.8,
+        aspect=1.1,
+        facet_kws={"sharey": False},
+    )
+    grid.set(xscale="log", yscale="log")
+    lengths = sorted(data["N"].unique())
+    for ax in grid.axes.flat:
+        ax.set_xticks(lengths, [f"{n:g}" for n in lengths])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    what = "forward+backward" if y == "fwdbwd_ms" else "forward"
+    grid.set_axis_labels("sequence length N (tokens)", f"{what} time (ms)")
+    title = f"Kernel {what} time against sequence length"
+    if shape_cols and data["shape"].nunique() == 1:
+        title += f" (B x heads x head_dim = {data['shape'].iloc[0]})"
+    grid.figure.suptitle(title, y=1.03)
+    save(grid.figure, path, tight=True)
+
+
+def make_all(
+    runs: pd.DataFrame,
+    epochs: pd.DataFrame,
+    kernels: pd.DataFrame,
+    summary: pd.DataFrame,
+    outputs: Mapping[str, str | os.PathLike],
+    baseline: str | None = None,
+) -> None:
+    """Every figure of the `plots` rule; `outputs` maps its output names to paths."""
+    theme()
+    order = _order(runs, baseline)
+    plot_curves(epochs, outputs["curves"], order, confidence_of(summary))
+    plot_epoch_time(runs, summary, outputs["epoch_time"], baseline)
+    plot_memory(runs, summary, outputs["memory"], baseline)
+    plot_speed_memory(runs, summary, outputs["speed_memory"], baseline)
+    plot_kernels(kernels, outputs["kernels"], order)

@@ -1,0 +1,125 @@
+"""Figures render for full GPU studies, CPU runs without GPU memory, one seed, and no kernel data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from fixtures_runs import make_study
+from matplotlib import font_manager
+from PIL import Image
+
+from attnbench import plots, stats
+
+NAMES = ("curves", "epoch_time", "memory", "speed_memory", "kernels")
+ANALYSIS = '{"analysis": {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.01}}'
+
+
+def _tables(root: Path, **kwargs) -> dict:
+    study = make_study(root, **kwargs)
+    return stats.aggregate(study.metrics, study.results, study.parity, study.kernels, ANALYSIS)
+
+
+def _render(tables: dict, out: Path) -> dict[str, Path]:
+    outputs = {name: out / f"{name}.png" for name in NAMES}
+    plots.make_all(
+        tables["runs"], tables["epochs"], tables["kernels"], tables["summary"], outputs, "eager"
+    )
+    return outputs
+
+
+def _assert_real_png(path: Path) -> np.ndarray:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    pixels = np.asarray(Image.open(path).convert("L"))
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 300, path
+    assert pixels.std() > 5, f"{path} looks blank"
+    return pixels
+
+
+@pytest.fixture
+def messages(monkeypatch) -> list[str]:
+    """Record every 'nothing to plot' message a figure falls back to."""
+    seen: list[str] = []
+    original = plots.message
+
+    def spy(path, title, text):
+        seen.append(text)
+        original(path, title, text)
+
+    monkeypatch.setattr(plots, "message", spy)
+    return seen
+
+
+def test_gpu_study_renders_every_figure(tmp_path, messages, caplog):
+    tables = _tables(
+        tmp_path / "gpu",
+        unavailable={"flash_attn": "flash_attn is not installed"},
+        failed={("sdpa", 2): "oom"},
+    )
+    with caplog.at_level(logging.WARNING, logger="matplotlib"):
+        outputs = _render(tables, tmp_path / "plots")
+    for path in outputs.values():
+        _assert_real_png(path)
+    assert messages == []  # every figure had data
+    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_cpu_one_seed_no_kernels(tmp_path, messages):
+    tables = _tables(tmp_path / "cpu", device="cpu", seeds=(0,), kernel_sweep=False)
+    assert tables["runs"]["peak_alloc_mb"].isna().all()
+    outputs = _render(tables, tmp_path / "plots")
+    for path in outputs.values():
+        _assert_real_png(path) if path.stem != "kernels" else None
+        assert path.exists()
+    assert messages == ["no kernel data"]
+
+
+def test_nothing_finished_still_gives_images(tmp_path, messages):
+    tables = _tables(
+        tmp_path / "none",
+        backends=("eager", "sdpa"),
+        seeds=(0, 1),
+        unavailable={"eager": "no GPU", "sdpa": "no GPU"},
+    )
+    outputs = _render(tables, tmp_path / "plots")
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in outputs.values())
+    assert "no per-epoch results (no run finished training)" in messages
+    assert "no kernel data" in messages
+    assert "no finished runs with speed and memory" in messages
+
+
+def test_empty_tables_from_csv(tmp_path, messages):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    frame = stats.read_table(empty)
+    plots.theme()
+    plots.plot_kernels(frame, tmp_path / "k.png")
+    plots.plot_curves(frame, tmp_path / "c.png")
+    assert messages == ["no kernel data", "no per-epoch results (no run finished training)"]
+
+
+def test_theme_uses_bundled_dejavu_only():
+    plots.theme()
+    assert matplotlib.rcParams["font.family"] == [plots.FONT]
+    found = font_manager.findfont(
+        font_manager.FontProperties(family=plots.FONT), fallback_to_default=False
+    )
+    assert Path(matplotlib.get_data_path()) in Path(found).parents
+
+
+def test_png_bytes_are_reproducible(tmp_path):
+    plots.theme()
+    plots.message(tmp_path / "a.png", "t", "no kernel data")
+    plots.message(tmp_path / "b.png", "t", "no kernel data")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_confidence_follows_the_tables():
+    import pandas as pd
+
+    assert plots.confidence_of(pd.DataFrame({"confidence": [0.9, 0.9]})) == 0.9
+    assert plots.confidence_of(pd.DataFrame()) == 0.95
