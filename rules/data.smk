@@ -30,6 +30,7 @@ rule validate_dataset:
         data_yaml="results/data/{dataset}/data.yaml",
     params:
         on_problems=config["dataset"]["on_problems"],
+        source=DATASET.source,
         reason=DATASET.reason,
     log:
         "results/logs/data/{dataset}/validate.log",

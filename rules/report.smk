@@ -22,7 +22,7 @@ rule report:
         ),
         backends="results/env/backends.json",
         dataset=f"{DATA_DIR}/summary.json",
-        template="report/report.html.j2",
+        template=f"{workflow.basedir}/report/report.html.j2",
     output:
         report("results/report.html", caption="../report/report.rst", category="Report"),
     params:
