@@ -1,0 +1,17 @@
+"""Rule build_flash_attn: results/env/flash_attn.json, plus the cached wheel and its site folder."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (set by Snakemake)
+
+from attnbench.scriptutil import rule_logging  # noqa: E402
+
+smk = snakemake  # noqa: F821
+with rule_logging(smk) as log:
+    from attnbench import flashbuild
+
+    settings = json.loads(smk.params.build)["flash_attn"]
+    log.info("flash-attn settings %s, %d cores", settings, smk.threads)
+    flashbuild.run(settings, smk.output.status, cores=smk.threads, log=log)
