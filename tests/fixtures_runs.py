@@ -613,18 +613,28 @@ def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager
 
 _RENDERED: dict[str, Path] = {}
 
+# The studies the report, plot and browser tests share (rendered once per session).
+STUDIES: dict[str, dict] = {
+    # Three seeds on a GPU; one backend unavailable, one run out of memory; the demo dataset.
+    "gpu": {
+        "unavailable": {"flash_attn": "flash_attn is not installed <try conda>"},
+        "failed": {("sdpa", 2): "oom"},
+    },
+    # A CPU host: no GPU memory, one seed, no kernel sweep.
+    "cpu-one-seed": {"device": "cpu", "seeds": (0,), "kernel_sweep": False},
+}
 
-def rendered_study(base: Path, name: str = "gpu", **study_kwargs: object) -> Path:
-    """Fixture tree -> aggregate -> plots -> report through the real scripts, once per session.
 
-    Returns the results folder (tables/, plots/, report.html). Cached by `name`, so the
-    report and browser tests share one rendering.
+def rendered_study(base: Path, name: str) -> Path:
+    """STUDIES[name] -> aggregate -> plots -> report through the real scripts, once per session.
+
+    Returns the results folder (tables/, plots/, report.html, logs/).
     """
     if name in _RENDERED:
         return _RENDERED[name]
     repo = Path(__file__).resolve().parent.parent
     root = Path(base) / f"study-{name}"
-    study = make_study(root, **study_kwargs)  # type: ignore[arg-type]
+    study = make_study(root, **STUDIES[name])
     out = root / "results"
     jobs = rule_jobs(study, repo, out)
     for job, script in (

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
-from fixtures_runs import make_study
+from fixtures_runs import make_study, rendered_study
 from matplotlib import font_manager
 from PIL import Image
 
@@ -25,6 +25,7 @@ def _tables(root: Path, **kwargs) -> dict:
 
 def _render(tables: dict, out: Path) -> dict[str, Path]:
     outputs = {name: out / f"{name}.png" for name in NAMES}
+    plots.theme()
     plots.make_all(
         tables["runs"], tables["epochs"], tables["kernels"], tables["summary"], outputs, "eager"
     )
@@ -53,29 +54,32 @@ def messages(monkeypatch) -> list[str]:
     return seen
 
 
-def test_gpu_study_renders_every_figure(tmp_path, messages, caplog):
-    tables = _tables(
-        tmp_path / "gpu",
-        unavailable={"flash_attn": "flash_attn is not installed"},
-        failed={("sdpa", 2): "oom"},
-    )
+MESSAGE_SIZE = (round(6 * plots.DPI), round(2.2 * plots.DPI))  # plots.message's figure
+
+
+def test_gpu_study_renders_every_figure(tmp_path_factory):
+    out = rendered_study(tmp_path_factory.getbasetemp(), "gpu") / "plots"
+    for name in NAMES:
+        pixels = _assert_real_png(out / f"{name}.png")
+        assert pixels.shape[::-1] != MESSAGE_SIZE, f"{name} fell back to a message"
+
+
+def test_cpu_one_seed_no_kernels(tmp_path_factory):
+    out = rendered_study(tmp_path_factory.getbasetemp(), "cpu-one-seed")
+    runs = stats.read_table(out / "tables" / "runs.csv")
+    assert runs["peak_alloc_mb"].isna().all() and runs["seed"].nunique() == 1
+    for name in NAMES:
+        pixels = _assert_real_png(out / "plots" / f"{name}.png")
+        assert (pixels.shape[::-1] == MESSAGE_SIZE) == (name == "kernels"), name
+
+
+def test_no_font_lookup_warnings(tmp_path, caplog):
+    tables = _tables(tmp_path / "s", backends=("eager", "sdpa"), seeds=(0, 1), epochs=2)
     with caplog.at_level(logging.WARNING, logger="matplotlib"):
-        outputs = _render(tables, tmp_path / "plots")
-    for path in outputs.values():
-        _assert_real_png(path)
-    assert messages == []  # every figure had data
+        plots.theme()
+        plots.plot_memory(tables["runs"], tables["summary"], tmp_path / "m.png", "eager")
     assert not [r for r in caplog.records if "findfont" in r.getMessage()]
     assert matplotlib.get_backend().lower() == "agg"
-
-
-def test_cpu_one_seed_no_kernels(tmp_path, messages):
-    tables = _tables(tmp_path / "cpu", device="cpu", seeds=(0,), kernel_sweep=False)
-    assert tables["runs"]["peak_alloc_mb"].isna().all()
-    outputs = _render(tables, tmp_path / "plots")
-    for path in outputs.values():
-        _assert_real_png(path) if path.stem != "kernels" else None
-        assert path.exists()
-    assert messages == ["no kernel data"]
 
 
 def test_nothing_finished_still_gives_images(tmp_path, messages):

@@ -1,0 +1,26 @@
+"""Rule report: render report/report.html.j2 into one self-contained results/report.html."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+from attnbench import report  # noqa: E402
+from attnbench.scriptutil import rule_logging  # noqa: E402
+
+smk = snakemake  # noqa: F821
+
+with rule_logging(smk) as log:
+    report.write_report(
+        smk.output[0],
+        smk.input.template,
+        smk.input.tables,
+        smk.input.plots,
+        smk.input.backends,
+        smk.input.dataset,
+        title=smk.params.title,
+        config=smk.params.config,
+        dataset_reason=smk.params.dataset_reason,
+        train=smk.params.train,
+    )
+    log.info("wrote %s", smk.output[0])

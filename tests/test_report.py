@@ -1,0 +1,257 @@
+"""The HTML report renders from fixtures through the real scripts, answers first, stays offline."""
+
+from __future__ import annotations
+
+import base64
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures_runs import make_study, rendered_study
+
+from attnbench import report, stats
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return rendered_study(tmp_path_factory.getbasetemp(), "gpu")
+
+
+@pytest.fixture(scope="module")
+def html(results) -> str:
+    return (results / "report.html").read_text()
+
+
+def _section(html: str, name: str) -> str:
+    start = html.index(f'<section id="{name}">')
+    return html[start : html.index("</section>", start)]
+
+
+class _Tags(HTMLParser):
+    """Collect tags and check that the document's structure closes."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.seen: list[tuple[str, dict]] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.seen.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> (open: {self.stack[-3:]})")
+        else:
+            self.stack.pop()
+
+
+def test_scripts_write_every_table_and_plot(results):
+    for name in ("runs", "summary", "comparisons", "epochs", "kernels", "parity"):
+        assert (results / "tables" / f"{name}.csv").stat().st_size > 0
+    for name in ("curves", "epoch_time", "memory", "speed_memory", "kernels"):
+        assert (results / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "wrote" in (results / "logs" / "report.log").read_text()
+
+
+def test_html_is_well_formed_and_self_contained(html):
+    parser = _Tags()
+    parser.feed(html)
+    assert parser.errors == [] and parser.stack == []
+    tags = [t for t, _ in parser.seen]
+    assert "script" not in tags and "link" not in tags
+    images = [a for t, a in parser.seen if t == "img"]
+    assert len(images) == 5
+    for attrs in images:
+        assert attrs["src"].startswith("data:image/png;base64,")
+        png = base64.b64decode(attrs["src"].split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert attrs.get("alt")
+    # Nothing that a browser would fetch: no remote URLs, no CSS imports or url().
+    assert not re.search(r"""(src|href)=["'](https?:|//)""", html)
+    assert "@import" not in html and "url(" not in html
+
+
+def test_headline_comes_first_and_matches_the_tables(results, html):
+    assert html.index('<section id="answer">') < html.index('<section id="tables">')
+    runs = pd.read_csv(results / "tables" / "runs.csv")
+    ok = runs[runs["status"] == "ok"]
+    means = ok.groupby("backend")["epoch_loop_s"].mean()
+    fastest = means.idxmin()
+    answer = _section(html, "answer")
+    first = re.search(r"<p>(.*?)</p>", answer, re.S).group(1)
+    assert first.startswith(f"{fastest} was fastest")
+    pct = 100 * (1 - means[fastest] / means["eager"])
+    assert f"{pct:.1f}% less" in first
+    comp = pd.read_csv(results / "tables" / "comparisons.csv")
+    row = comp[(comp.backend == fastest) & (comp.metric == "epoch_loop_s")].iloc[0]
+    assert ("statistically significant" in first) == (row["p_holm"] < 0.05)
+    assert "peak GPU memory allocated" in answer
+    assert "mAP50-95" in answer and "TOST" in answer
+
+
+def test_caveats_name_demo_failures_and_skips(html):
+    answer = _section(html, "answer")
+    assert "smoke test" in answer and "not a result" in answer
+    assert "sdpa: oom for seed(s) 2" in answer
+    assert "flash_attn: unavailable for seed(s) 0, 1, 2" in answer
+    # The reason is escaped, not interpreted as a tag.
+    assert "&lt;try conda&gt;" in answer and "<try conda>" not in html
+
+
+def test_sections_carry_provenance_availability_dataset_environment_config(html):
+    prov = _section(html, "provenance")
+    assert "pytorch_flash::flash_fwd_kernel&lt;" in prov  # kernel names, escaped
+    assert "3/3 runs" in prov
+    avail = _section(html, "availability")
+    assert "flash_attn" in avail and "unavailable: 3" in avail and "oom: 1" in avail
+    data = _section(html, "dataset")
+    assert "ROBOFLOW_API_KEY is not set" in data and "smoke test" in data
+    assert "crop, weed" in data
+    env = _section(html, "environment")
+    assert "0123456789abcdef0123456789abcdef01234567" in env and "580.65.06" in env
+    config = _section(html, "config")
+    assert "tost_margin" in config and "&#34;epochs&#34;: 5" in config
+
+
+def test_seed_study_beside_ours_with_flaws(html):
+    seed = _section(html, "seed-study")
+    for number in ("37.49 min", "35.24 min", "2,668.71 MB", "518.86 MB", "0.967 / 0.753"):
+        assert number in seed
+    assert "host RSS" in seed and "identical in every loss" in seed
+    assert "ours: eager" in seed and "ours: flash_attn" not in seed  # no finished runs
+    assert "sdpa_flash: difference" in seed
+
+
+def _write_tables(out: Path, runs: pd.DataFrame) -> list[Path]:
+    tables = {
+        "runs": runs,
+        "summary": stats.summarize(runs, "eager"),
+        "comparisons": stats.compare(runs, "eager"),
+    }
+    paths = []
+    for name, frame in tables.items():
+        path = out / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def _context(tmp_path: Path, runs: pd.DataFrame, source: str = "roboflow") -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    study = make_study(tmp_path / "s", backends=("eager",), seeds=(0,), dataset_source=source)
+    return report.build_context(
+        _write_tables(tmp_path, runs),
+        [],
+        study.backends_json,
+        study.dataset_summary,
+        title="t",
+        config={"analysis": {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.01}},
+        dataset_reason="dataset.source = roboflow",
+    )
+
+
+def _runs(
+    times: dict[str, list[float]], maps: dict[str, list[float]] | None = None
+) -> pd.DataFrame:
+    rows = []
+    for backend, values in times.items():
+        for seed, value in enumerate(values):
+            rows.append(
+                {
+                    "backend": backend,
+                    "seed": seed,
+                    "status": "ok",
+                    "reason": None,
+                    "epoch_loop_s": value,
+                    "peak_alloc_mb": 2000.0 + seed,
+                    "mAP50_95": (maps or {}).get(backend, [0.75] * len(values))[seed]
+                    + 0.001 * seed,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_one_seed_is_worded_as_a_single_observation(tmp_path):
+    ctx = _context(tmp_path, _runs({"eager": [100.0], "sdpa": [90.0]}))
+    text = " ".join(ctx["headline"])
+    assert text.startswith("sdpa was fastest")
+    assert "single observation" in text and "statistically significant" not in text
+    assert any("Only one finished run per backend" in c for c in ctx["caveats"])
+    assert not any("smoke test" in c for c in ctx["caveats"])  # not the demo
+
+
+def test_not_significant_is_said_plainly(tmp_path):
+    ctx = _context(tmp_path, _runs({"eager": [100.0, 110.0, 90.0], "sdpa": [99.0, 108.0, 91.0]}))
+    assert "not statistically significant" in ctx["headline"][0]
+    assert "more seeds" in ctx["headline"][0]
+
+
+def test_baseline_fastest(tmp_path):
+    ctx = _context(tmp_path, _runs({"eager": [90.0, 90.5, 89.5], "sdpa": [100.0, 101.0, 99.0]}))
+    assert ctx["headline"][0].startswith("No backend beat the baseline eager")
+    assert "significantly slower (sdpa)" in " ".join(ctx["headline"])
+
+
+def test_nothing_finished(tmp_path):
+    runs = _runs({"eager": [1.0], "sdpa": [1.0]})
+    runs["status"] = "unavailable"
+    ctx = _context(tmp_path, runs)
+    assert ctx["headline"] == [
+        "No run finished training, so there is no answer yet: see Availability and Runs "
+        "below for what was skipped or failed and why."
+    ]
+
+
+def test_baseline_missing(tmp_path):
+    runs = _runs({"eager": [1.0, 1.1], "sdpa": [0.9, 0.95], "sdpa_flash": [0.8, 0.85]})
+    runs.loc[runs.backend == "eager", "status"] = "oom"
+    ctx = _context(tmp_path / "two", runs)
+    assert ctx["headline"][0].startswith("sdpa_flash had the shortest mean epoch-loop time")
+    assert "the baseline eager has no finished run" in ctx["headline"][0]
+    ctx = _context(tmp_path / "one", runs[runs.backend != "sdpa_flash"])
+    assert ctx["headline"][0].startswith("Only sdpa finished training")
+    assert "the baseline eager has no finished run" in ctx["headline"][0]
+
+
+def test_equivalent_accuracy_is_a_tested_statement(tmp_path):
+    maps = {"eager": [0.750, 0.752, 0.748, 0.751], "sdpa": [0.751, 0.749, 0.750, 0.752]}
+    runs = _runs({"eager": [100, 101, 99, 100.5], "sdpa": [90, 91, 89.5, 90.2]}, maps)
+    ctx = _context(tmp_path, runs)
+    accuracy = next(s for s in ctx["headline"] if s.startswith("mAP50-95"))
+    assert "equivalent within ±0.01" in accuracy and "tested statement" in accuracy
+
+
+def test_cpu_one_seed_report_renders(tmp_path_factory):
+    out = rendered_study(tmp_path_factory.getbasetemp(), "cpu-one-seed")
+    html = (out / "report.html").read_text()
+    assert "No GPU memory was recorded" in html
+    assert "Only one finished run per backend" in html
+
+
+def test_number_formatting():
+    assert report.num(float("nan")) == "n/a" and report.num(None) == "n/a"
+    assert report.num(2401.2) == "2,401" and report.num(0.01234) == "0.0123"
+    assert report.pval(0.0004) == "< 0.001" and report.pval(0.0123) == "0.012"
+    assert report.metric_fmt("mAP50_95", 0.75312) == "0.7531"
+    assert report.interval(np.nan, 1.0) == "n/a"
+
+
+def test_rule_jobs_match_the_rules():
+    """The fake jobs use the same input/output/param names as rules/analysis.smk and report.smk."""
+    text = (REPO / "rules" / "analysis.smk").read_text() + (
+        REPO / "rules" / "report.smk"
+    ).read_text()
+    for name in ("runs", "summary", "comparisons", "epochs", "kernels", "parity", "curves",
+                 "epoch_time", "memory", "speed_memory", "analysis", "baseline", "title",
+                 "config", "dataset_reason", "train", "template", "backends", "dataset"):  # fmt: skip
+        assert re.search(rf"\b{name}\s*=", text), name
