@@ -1,0 +1,25 @@
+"""Rule attention_shapes: results/attention/shapes.json, the model's real attention problems."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (set by Snakemake)
+
+from attnbench.scriptutil import rule_logging  # noqa: E402
+
+smk = snakemake  # noqa: F821
+with rule_logging(smk) as log:
+    from attnbench.io import write_json
+    from attnbench.shapes import attention_shapes
+    from attnbench.training import offline_ultralytics
+
+    out = Path(smk.output[0])
+    offline_ultralytics(out.parents[1] / ".ultralytics")  # no network, settings kept local
+    doc = attention_shapes(smk.params.model, int(smk.params.imgsz), int(smk.params.batch))
+    write_json(out, doc)
+    for call in doc["calls"]:
+        log.info(
+            "%-5s B'=%d heads=%d N=%d d=%d, %d per forward",
+            call["phase"], call["B"], call["heads"], call["N"], call["head_dim"],
+            call["calls_per_forward"],
+        )  # fmt: skip
