@@ -275,8 +275,11 @@ def headline(
     else:
         comp = _row(comparisons, backend=name, metric=SPEED)
         pct = 100 * (1 - float(fastest["ratio"]))
+        shown = comp is not None and _finite(comp["p_holm"]) and float(comp["p_holm"]) < alpha
+        # "fastest" only when the test backs it; otherwise just the observed ordering.
+        lead = f"{name} was fastest:" if shown else f"{name} had the shortest"
         out.append(
-            f"{name} was fastest: mean epoch-loop time {metric_fmt(SPEED, fastest['mean'])} s "
+            f"{lead} mean epoch-loop time {metric_fmt(SPEED, fastest['mean'])} s "
             f"against {metric_fmt(SPEED, base['mean'])} s for the baseline {baseline}, "
             f"{pct:.1f}% less (time ratio {sig(fastest['ratio'], 4)}, {conf} Fieller CI "
             f"{interval(fastest['ratio_ci_low'], fastest['ratio_ci_high'], lambda v: sig(v, 4))})"
@@ -287,6 +290,7 @@ def headline(
         out.append(_accuracy_sentence(comparisons, name, baseline, tost_margin, conf))
     elif has_base and len(speed) > 1:
         second = speed[speed["backend"] != baseline].sort_values("mean").iloc[0]["backend"]
+        out.append(_memory_sentence(summary, comparisons, second, baseline, alpha))
         out.append(_accuracy_sentence(comparisons, second, baseline, tost_margin, conf))
     tally = _tally(comparisons, alpha)
     if tally:
@@ -323,8 +327,8 @@ def _memory_sentence(
     pct = 100 * (float(mine["ratio"]) - 1)
     direction = "more" if pct > 0 else "less"
     return (
-        f"Its peak GPU memory allocated was {metric_fmt(MEMORY, mine['mean'])} MB against "
-        f"{metric_fmt(MEMORY, base['mean'])} MB ({abs(pct):.1f}% {direction}, ratio "
+        f"Peak GPU memory allocated by {name} was {metric_fmt(MEMORY, mine['mean'])} MB against "
+        f"{metric_fmt(MEMORY, base['mean'])} MB for {baseline} ({abs(pct):.1f}% {direction}, ratio "
         f"{sig(mine['ratio'], 4)}, {100 * (1 - alpha):.0f}% Fieller CI "
         f"{interval(mine['ratio_ci_low'], mine['ratio_ci_high'], lambda v: sig(v, 4))})"
         f"{_certainty(comp, alpha)}."
@@ -385,9 +389,7 @@ def _tally(comparisons: pd.DataFrame, alpha: float) -> str:
     )
 
 
-def caveats(
-    runs: pd.DataFrame, availability: pd.DataFrame, dataset: Mapping[str, Any], reason: str
-) -> list[str]:
+def caveats(runs: pd.DataFrame, dataset: Mapping[str, Any], reason: str) -> list[str]:
     """What limits the answer: demo data, single seeds, skipped or failed runs, kernel mismatch."""
     out = []
     if is_demo(dataset):
@@ -713,7 +715,7 @@ def build_context(
         "tost_margin": margin,
         "confidence": f"{100 * (1 - alpha):.0f}%",
         "headline": headline(summary, comparisons, runs, baseline, alpha, margin),
-        "caveats": caveats(runs, availability, dataset, dataset_reason),
+        "caveats": caveats(runs, dataset, dataset_reason),
         "demo": is_demo(dataset),
         "dataset_reason": dataset_reason,
         "summary_table": html_table(summary_table(summary)),
