@@ -218,6 +218,7 @@ class SlurmCluster:
         return dict(os.environ, SLURM_CONF=str(self.conf), PATH=path)
 
     def write_configs(self) -> None:
+        self.root.chmod(0o755)  # munged wants its socket's folders searchable by all
         for sub in ("munge/key", "munge/run", "state", "spool", "log", "run", "dev", "bin"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         key = self.root / "munge/key/munge.key"

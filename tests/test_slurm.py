@@ -179,3 +179,58 @@ def test_profile_gives_each_gpu_job_its_own_device(
             if a is not b and a["start"] < b["end"] and b["start"] < a["end"]:
                 assert a["cuda"] != b["cuda"], (a, b)
     print(f"toy workflow through Slurm: {elapsed:.0f} s")
+
+
+# The demo workflow, small: two CPU backends, one seed, one short epoch.
+DEMO_CONFIG = {
+    "backends": ["eager", "sdpa"],
+    "seeds": [0],
+    "dataset": {
+        "source": "demo",
+        "demo": {
+            "train_images": 16,
+            "val_images": 8,
+            "image_size": 192,
+            "train": {"epochs": 1, "batch": 8, "imgsz": 128},
+        },
+    },
+    "train": {"workers": 1},
+    "kernels": {"cpu_seq_lens": [64], "cpu_repeats": 3},
+}
+GPU_RULES = {"train", "parity", "kernel_bench", "probe_backends", "build_flash_attn"}
+LIGHT_RULES = {
+    "fetch_dataset",
+    "validate_dataset",
+    "attention_shapes",
+    "aggregate",
+    "plots",
+    "report",
+}
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", "results", ".snakemake", "__pycache__", "*.egg-info", ".*_cache", ".whl", ".data", ".gl"
+)
+
+
+@pytest.mark.timeout(1800)
+def test_demo_workflow_runs_through_slurm(
+    cluster: slurm_cluster.SlurmCluster, tmp_path: Path
+) -> None:
+    """The real workflow, end to end, with the real profile: GPU rules go through
+    sbatch with --gpus=1 (fake devices), light rules stay local, the report exists."""
+    work = tmp_path / "repo"
+    shutil.copytree(REPO, work, ignore=COPY_IGNORE)
+    config = tmp_path / "demo-slurm.yaml"
+    config.write_text(yaml.safe_dump(DEMO_CONFIG))
+    started = time.monotonic()
+    _snakemake(cluster, work, "--configfile", str(config), "--jobs", "4", timeout_s=1700)
+    elapsed = time.monotonic() - started
+
+    assert (work / "results/report.html").stat().st_size > 0
+    for backend in DEMO_CONFIG["backends"]:
+        metrics = json.loads((work / f"results/train/{backend}/seed0/metrics.json").read_text())
+        assert metrics["status"] == "ok", metrics.get("reason")
+        assert metrics["gpu_slot"] in ("0", "1"), "the job did not keep Slurm's device"
+    submitted = {p.name.removeprefix("rule_") for p in (work / ".snakemake/slurm_logs").iterdir()}
+    assert submitted == GPU_RULES, f"through sbatch: {sorted(submitted)}"
+    assert not submitted & LIGHT_RULES
+    print(f"demo workflow through Slurm: {elapsed:.0f} s")
