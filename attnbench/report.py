@@ -172,7 +172,8 @@ def html_table(
         cells = []
         for c in columns:
             text = formats.get(c, default)(row[c])
-            cells.append(f"<td>{escape(text)}</td>")
+            wrap = ' class="wrap"' if len(text) > 40 else ""  # short cells stay on one line
+            cells.append(f"<td{wrap}>{escape(text)}</td>")
         cls = f' class="{escape(row_class(row))}"' if row_class and row_class(row) else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     return Markup(
