@@ -63,6 +63,7 @@ SLIM_MACROS = (
 # heuristic: 8-9 GB for 4 architectures at NVCC_THREADS=4).
 GIB_PER_JOB_ARCH = 2.5
 MEMORY_HEADROOM = 0.8  # use at most this share of the available memory
+COMPILER_ERROR = re.compile(r"(fatal )?error:|\bKilled\b|out of memory", re.IGNORECASE)
 LINE_LIMIT = 600  # ninja -v prints whole nvcc command lines; keep the log readable
 
 # Python-side modules the sdist's setup.py imports (pip runs it without build isolation).
@@ -134,7 +135,12 @@ def local_version(archs: str, slim: bool, torch_version: str, cuda_version: str)
 
 
 def build_environment(
-    base: Mapping[str, str], archs: str, jobs: int, slim: bool, local: str
+    base: Mapping[str, str],
+    archs: str,
+    jobs: int,
+    slim: bool,
+    local: str,
+    cuda_home: str | os.PathLike | None = None,
 ) -> dict[str, str]:
     """Environment for `pip wheel` of the sdist: forced local build, our targets, jobs and macros.
 
@@ -153,6 +159,9 @@ def build_environment(
         FLASH_ATTN_LOCAL_VERSION=local,
         PIP_NO_INPUT="1",
     )
+    if cuda_home:
+        env["CUDA_HOME"] = str(cuda_home)
+        env["PATH"] = os.pathsep.join(filter(None, [f"{cuda_home}/bin", env.get("PATH")]))
     if flags:
         for var in ("NVCC_APPEND_FLAGS", "CPPFLAGS"):
             env[var] = f"{env[var]} {flags}".strip() if env.get(var) else flags
@@ -195,6 +204,27 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def find_cuda_home(nvcc: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The CUDA toolkit to compile against: one with bin/nvcc and include/cuda_runtime.h.
+
+    torch guesses CUDA_HOME from nvcc's folder, which is wrong for a wrapper such as
+    /usr/local/bin/nvcc; so look where toolkits live and hand the answer to the build.
+    """
+    env = os.environ if environ is None else environ
+    candidates = [Path(env[v]) for v in ("CUDA_HOME", "CUDA_PATH") if env.get(v)]
+    if nvcc:
+        candidates.append(Path(nvcc).resolve().parents[1])
+    candidates.append(Path("/usr/local/cuda"))
+    versioned = Path("/usr/local").glob("cuda-*")
+    candidates += sorted(
+        versioned, key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)], reverse=True
+    )
+    for root in candidates:
+        if (root / "bin" / "nvcc").is_file() and (root / "include" / "cuda_runtime.h").is_file():
+            return root
+    return None
+
+
 def prerequisites(archs_setting: str = "auto") -> tuple[str | None, dict[str, Any]]:
     """Why flash-attn cannot be built to run here (None if it can), and what was found.
 
@@ -211,9 +241,13 @@ def prerequisites(archs_setting: str = "auto") -> tuple[str | None, dict[str, An
             f"torch {torch.__version__} is a CPU-only build (flash-attn needs CUDA torch)"
         )
     nvcc = find_nvcc()
-    facts["nvcc"] = nvcc_version(nvcc) if nvcc else None
+    home = find_cuda_home(nvcc)
+    facts["cuda_home"] = str(home) if home else None
+    facts["nvcc"] = nvcc_version(str(home / "bin" / "nvcc") if home else nvcc) if nvcc else None
     if nvcc is None:
         problems.append("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+    elif home is None:
+        problems.append("no CUDA toolkit with include/cuda_runtime.h found (set CUDA_HOME)")
     elif (
         facts["nvcc"]
         and torch.version.cuda
@@ -311,8 +345,13 @@ def _shorten(line: str) -> str:
 def stream(
     cmd: list[str], env: Mapping[str, str], log: logging.Logger = LOG
 ) -> tuple[int, list[str]]:
-    """Run `cmd`, logging each output line as it comes (a long compile shows progress); return code and tail."""
+    """Run `cmd`, logging each line as it comes (a long compile shows progress).
+
+    Returns the exit code and the lines worth quoting: the first compiler errors
+    (pip's traceback buries them), then the last lines.
+    """
     tail: deque[str] = deque(maxlen=40)
+    first_errors: list[str] = []
     progress = re.compile(r"^\[(\d+)/(\d+)\]")
     with subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(env), bufsize=1
@@ -323,6 +362,8 @@ def stream(
             if not line:
                 continue
             tail.append(line)
+            if len(first_errors) < 5 and COMPILER_ERROR.search(line):
+                first_errors.append(line)
             match = progress.match(line)
             if match:
                 done, total = map(int, match.groups())
@@ -331,14 +372,15 @@ def stream(
                 )
             else:
                 log.info("| %s", _shorten(line))
-    return proc.returncode, list(tail)
+    return proc.returncode, first_errors + list(tail)
 
 
-def _error_line(tail: list[str]) -> str:
-    for line in reversed(tail):
-        if re.search(r"error|Error|ERROR|Killed|killed", line):
-            return _shorten(line.strip())[:300]
-    return tail[-1][:300] if tail else "no output"
+def _error_line(lines: list[str]) -> str:
+    """The line that says what went wrong: the first error, else the last line."""
+    found = next((line for line in lines if COMPILER_ERROR.search(line)), None)
+    found = found or next((line for line in reversed(lines) if "error" in line.lower()), None)
+    found = found or (lines[-1] if lines else "no output")
+    return _shorten(found.strip())[:300]
 
 
 def build_wheel(
@@ -492,7 +534,7 @@ def _build_or_explain(
             "building flash-attn %s from %s: archs %s, MAX_JOBS %d, NVCC_THREADS %d, slim %s",
             common["version"], sdist, archs, jobs, nvcc_threads(archs), slim,
         )  # fmt: skip
-        env = build_environment(os.environ, archs, jobs, slim, local)
+        env = build_environment(os.environ, archs, jobs, slim, local, facts["cuda_home"])
         start = time.monotonic()
         try:
             wheel = build_wheel(sdist, wheels, env, log)

@@ -100,6 +100,18 @@ def test_build_environment_forces_a_local_slim_build():
     assert "NVCC_APPEND_FLAGS" not in full and full["CPPFLAGS"] == "-I/opt/include"
 
 
+def test_cuda_home_is_a_toolkit_with_headers_not_a_wrappers_folder(tmp_path):
+    wrapper = tmp_path / "usr" / "bin" / "nvcc"  # like /usr/local/bin/nvcc -> exec the real one
+    toolkit = tmp_path / "cuda-13.0"
+    for path in (wrapper, toolkit / "bin" / "nvcc", toolkit / "include" / "cuda_runtime.h"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    assert flashbuild.find_cuda_home(str(wrapper), {"CUDA_HOME": str(toolkit)}) == toolkit
+    assert flashbuild.find_cuda_home(str(toolkit / "bin" / "nvcc"), {}) == toolkit
+    env = flashbuild.build_environment({"PATH": "/usr/bin"}, "90", 1, False, "x", toolkit)
+    assert env["CUDA_HOME"] == str(toolkit) and env["PATH"] == f"{toolkit}/bin:/usr/bin"
+
+
 def _no_gpu(monkeypatch):
     monkeypatch.setattr(flashbuild, "gpu_capabilities", lambda: [])
 
@@ -159,6 +171,7 @@ def test_cached_wheel_is_reused_without_building(tmp_path, monkeypatch):
         "attnbench.envinfo.nvcc_version", lambda nvcc=None: torch.version.cuda + ".1"
     )
     monkeypatch.setattr(torch.version, "cuda", torch.version.cuda or "13.0")
+    monkeypatch.setattr(flashbuild, "find_cuda_home", lambda nvcc, environ=None: tmp_path / "cuda")
     local = flashbuild.local_version("90", True, torch.__version__, torch.version.cuda)
     wheel = _fake_wheel(tmp_path / "wheels", local)
     (tmp_path / "wheels" / (wheel.name + ".json")).write_text(json.dumps({"build_seconds": 301.5}))
@@ -204,6 +217,9 @@ def test_stream_logs_progress_and_returns_the_tail(caplog):
     assert code == 3 and tail[-1] == "error: boom"
     assert "compile 3/3 (100%)" in caplog.text
     assert flashbuild._error_line(tail) == "error: boom"
+    assert flashbuild._error_line(["x.cu:5: error: no member", "ERROR: Failed to build"]) == (
+        "x.cu:5: error: no member"
+    )
 
 
 def test_activate_puts_the_site_first_and_checks_torch(tmp_path, monkeypatch):
