@@ -228,10 +228,11 @@ def bench_problem(
     device: torch.device,
     warmup: int,
     repeats: int,
+    sets: int | None = None,
     seed: int = 0,
 ) -> dict[str, float | None]:
     """fwd and fwd+bwd median ms, and the fwd+bwd call's peak memory (MiB; None on a CPU)."""
-    sets = input_sets(p, dtype, device)
+    sets = sets or input_sets(p, dtype, device)
     # Fused kernels get the channels-last copy patch.py makes; eager keeps the conv's layout.
     channels_last = getattr(backend, "contiguous_qkv", True)
     shape = (p.B, p.N, 3 * p.heads * p.head_dim)
@@ -352,6 +353,8 @@ def _measure(
         reasons[key] = backends.check(backend.name, device, dtype, head_dim=p.head_dim)
     if reasons[key]:
         return {"status": "unavailable", "reason": reasons[key]}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the previous problem's cached blocks are free for this one
     sets = input_sets(p, dtype, device)
     need, free = estimate_bytes(backend.name, p, dtype, sets), free_bytes(device)
     if need > MEMORY_SHARE * free:
@@ -361,7 +364,7 @@ def _measure(
             f"{free / 2**30:.1f} GiB free on {device.type}",
         }
     try:
-        timing = bench_problem(backend, p, dtype, device, warmup, repeats)
+        timing = bench_problem(backend, p, dtype, device, warmup, repeats, sets)
     except Exception as exc:  # a kernel's refusal or OOM at one size is a result, not a crash
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -524,11 +527,13 @@ def _gpu_job(device_spec: str) -> Iterator[torch.device]:
         yield envinfo.select_device(device_spec)
 
 
-def _activate_flash(names: Iterable[str], status: str | None) -> None:
-    if status and "flash_attn" in names:
-        from attnbench import flashbuild
+def _activate_flash(names: Iterable[str], status: str | None) -> dict[str, Any] | None:
+    """Activate the built flash-attn when the flash_attn backend is asked for; its status."""
+    if not status or "flash_attn" not in names:
+        return None
+    from attnbench import flashbuild
 
-        flashbuild.activate(status)
+    return flashbuild.activate(status)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -604,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             LOG.info("%d attention calls -> %s", len(doc["calls"]), args.out)
             return 0
         names = args.backends or config["backends"]
-        _activate_flash(names, args.flash_status)
+        flash = _activate_flash(names, args.flash_status)
         with _gpu_job(args.device or train["device"]) as device:
             if args.command == "probe":
                 from attnbench import envinfo
@@ -614,8 +619,8 @@ def main(argv: list[str] | None = None) -> int:
                     "environment": envinfo.environment(device),
                     "backends": envinfo.probe_backends(names, device, dtype),
                 }
-                if Path(args.flash_status).exists():
-                    doc["flash_attn_build"] = read_json(args.flash_status)
+                if flash is not None:
+                    doc["flash_attn_build"] = flash
                 write_json(args.out, doc)
                 for name, info in doc["backends"].items():
                     LOG.info("%-15s %s", name, "available" if info["available"] else info["reason"])
