@@ -510,8 +510,8 @@ def _build_or_explain(
     local = local_version(archs, slim, torch.__version__, torch.version.cuda)
     common = {
         "version": f"{version}+{local}", "cuda_archs": archs, "slim": slim,
-        "nvcc": facts["nvcc"], "torch": torch.__version__, "cuda": torch.version.cuda,
-        "python": python_tag(),
+        "nvcc": facts["nvcc"], "cuda_home": facts["cuda_home"], "torch": torch.__version__,
+        "cuda": torch.version.cuda, "python": python_tag(),
     }  # fmt: skip
     wheels, site = out / "wheels", out / "site"
     cached = sorted(wheels.glob(wheel_glob(version, local)))
