@@ -40,9 +40,9 @@ ENV_TIMEOUT = "ATTNBENCH_GPU_SLOTS_TIMEOUT"
 CUDA_VISIBLE = "CUDA_VISIBLE_DEVICES"
 
 # POSIX record locks are per process: a second open() of the same file in this
-# process would "succeed" and closing it would drop the first lock. So this
-# process remembers what it holds.
-_HELD: set[Path] = set()
+# process would "succeed", and closing ANY descriptor of it drops the lock. So
+# this process remembers what it holds (path -> fd) and never reopens those.
+_HELD: dict[Path, int] = {}
 _HELD_GUARD = threading.Lock()
 
 
@@ -171,7 +171,7 @@ def _try_lock(path: Path) -> int | None:
             if exc.errno in (errno.EACCES, errno.EAGAIN):
                 return None
             raise
-        _HELD.add(path)
+        _HELD[path] = fd
     # Who holds it, for the waiting message of others (advisory text only).
     os.ftruncate(fd, 0)
     os.pwrite(
@@ -185,15 +185,19 @@ def _unlock(path: Path, fd: int) -> None:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)  # closing drops the lock
-        _HELD.discard(path)
+        _HELD.pop(path, None)
 
 
 def holders(paths: Sequence[Path]) -> dict[str, str]:
     """What each lock file says about its holder (advisory; for log messages)."""
     out = {}
     for path in paths:
-        with contextlib.suppress(OSError):
-            text = path.read_text().strip()
+        with contextlib.suppress(OSError), _HELD_GUARD:
+            fd = _HELD.get(path)
+            # Our own lock: read through its fd (opening and closing the file
+            # again would release the lock).
+            raw = os.pread(fd, 512, 0) if fd is not None else path.read_bytes()[:512]
+            text = raw.decode(errors="replace").strip()
             if text:
                 out[path.name] = text
     return out

@@ -195,3 +195,31 @@ def test_waiting_logs_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     ):
         pass
     assert "waiting for a GPU slot: all 1 busy" in caplog.text
+
+
+def _try_once(lock_dir: str, device: str, result: mp.Queue) -> None:
+    try:
+        with gpuslots.acquire(
+            devices=[device], directory=lock_dir, timeout_s=0.3, poll_s=0.05, environ={}
+        ):
+            result.put("acquired")
+    except gpuslots.SlotTimeout:
+        result.put("busy")
+
+
+def test_reporting_holders_does_not_drop_our_own_lock(tmp_path: Path) -> None:
+    """Regression: reading a held lock file with open()/close() releases a POSIX lock."""
+    with gpuslots.acquire(devices=["4"], directory=tmp_path, environ={}) as slot:
+        assert f"pid={os.getpid()}" in gpuslots.holders(slot.lock_paths)["gpu4.lock"]
+        with (
+            pytest.raises(gpuslots.SlotTimeout, match=f"pid={os.getpid()}"),
+            gpuslots.acquire(
+                devices=["4"], directory=tmp_path, timeout_s=0.1, poll_s=0.02, environ={}
+            ),
+        ):
+            pass
+        result: mp.Queue = CTX.Queue()
+        other = CTX.Process(target=_try_once, args=(str(tmp_path), "4", result))
+        other.start()
+        other.join(timeout=60)
+        assert result.get(timeout=5) == "busy"
