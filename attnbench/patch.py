@@ -27,9 +27,18 @@ class ActiveBackend:
     cast: torch.dtype | None
     # (dtype the kernel saw, dtype it was given, B, heads, N, head_dim) -> calls
     calls: Counter = field(default_factory=Counter)
+    # Calls on a device the backend does not support (model construction only).
+    construction_calls: int = 0
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         given = q.dtype
+        if q.device.type not in self.backend.devices:
+            # Ultralytics builds the model on the CPU and runs one forward there to
+            # find its strides, before moving it to the GPU. A CUDA-only kernel cannot
+            # serve that call; the stock arithmetic does, and it is counted apart
+            # (training itself never reaches this line: availability is checked first).
+            self.construction_calls += 1
+            return backends.eager_attention(q, k, v)
         if self.cast is not None and given != self.cast:
             q, k, v = q.to(self.cast), k.to(self.cast), v.to(self.cast)
         elif backends.needs_cast(self.backend, q.device, given):

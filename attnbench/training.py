@@ -266,7 +266,7 @@ def train_one(
     device: torch.device,
 ) -> dict[str, Any]:
     """Train once and return metrics.json's content; raises for non-OOM failures."""
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()  # Ultralytics puts a relative project under its own runs_dir
     runs = workdir / "ultralytics"
     shutil.rmtree(runs, ignore_errors=True)  # a killed run restarts cleanly (no resume)
     offline_ultralytics(workdir.parent.parent / ".ultralytics")
@@ -342,6 +342,7 @@ def train_one(
             "reason": reason,
             "dtypes_seen": active.dtypes_seen(),
             "attention_calls": sum(active.calls.values()),
+            "construction_cpu_calls": active.construction_calls,
             "train_images": recorder.train_images,
             "batch_used": recorder.batch,
             "epochs_done": len(epoch_times),

@@ -13,10 +13,16 @@ PIDFILE=results/session.pid
 
 install() {
   for dir in .whl .whl2; do
+    [ -f "/tmp/site/.installed$dir" ] && continue
     ls "$dir"/*.whl >/dev/null 2>&1 || continue
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site "$dir"/*.whl || exit 1
+    touch "/tmp/site/.installed$dir"
   done
+  touch /tmp/site/.installed
+  if ls .fw/*.whl >/dev/null 2>&1; then  # a flash-attn wheel built earlier by the workflow
+    mkdir -p results/env/wheels && cp -n .fw/*.whl results/env/wheels/
+  fi
   mkdir -p results/env/sdist
   cp -n .whl/flash_attn-*.tar.gz results/env/sdist/ 2>/dev/null || true
 }
@@ -24,9 +30,12 @@ install() {
 collect() {
   [ -n "${OUT:-}" ] || return 0
   cp $LOG "$OUT/" 2>/dev/null
+  tail -5 results/study.log results/scaling-gpu*.log 2>/dev/null
   tar czf "$OUT/results.tar.gz" --exclude='*.pt' --exclude='results/data' \
     --exclude='results/env/site' --exclude='results/env/wheels' --exclude='*/ultralytics/*.jpg' results 2>/dev/null
-  cp results/env/wheels/*.whl "$OUT/" 2>/dev/null
+  for w in results/env/wheels/*.whl; do  # '+' is not allowed in names that come back
+    [ -f "$w" ] && cp "$w" "$OUT/$(basename "$w" | tr '+' '_')"
+  done
   ls -la "$OUT"
 }
 
@@ -37,6 +46,7 @@ wait_for() {
   done
   if kill -0 "$(cat $PIDFILE 2>/dev/null)" 2>/dev/null; then echo "STILL RUNNING"; else echo "FINISHED"; fi
   grep -E "steps \(|Error|error|Finished jobid|Elapsed" $LOG | tail -25
+  cat results/walltimes.tsv 2>/dev/null
   collect
 }
 
@@ -54,5 +64,12 @@ case "$1" in
     wait_for "${WAIT:-540}"
     ;;
   wait) shift; wait_for "${1:-540}" ;;
+  bg)  # run a driver script (e.g. benchmarks/h100/multi_gpu.sh) in the background
+    shift; install; mkdir -p results
+    nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
+    setsid nohup bash "$1" > $LOG 2>&1 < /dev/null &
+    echo $! > $PIDFILE
+    wait_for "${WAIT:-540}"
+    ;;
   install) install ;;
 esac
