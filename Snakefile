@@ -21,6 +21,17 @@ include: "rules/analysis.smk"
 include: "rules/report.smk"
 
 
+# Light steps stay on the submitting host under a cluster executor.
+localrules:
+    fetch_dataset,
+    validate_dataset,
+    attention_shapes,
+    aggregate,
+    plots,
+    report,
+    all,
+
+
 rule all:
     input:
         "results/report.html",
