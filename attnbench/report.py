@@ -300,6 +300,16 @@ def headline(
 
 
 def _certainty(comp: pd.Series | None, alpha: float) -> str:
+    if (
+        comp is not None
+        and not _finite(comp["p_holm"])
+        and min(comp["n"], comp["n_baseline"]) >= 2
+        and "no variance" in str(comp.get("note", ""))
+    ):
+        return (
+            f"; identical in all {int(comp['n'])} vs {int(comp['n_baseline'])} runs (no variance), "
+            "so the difference is deterministic rather than a sampling question"
+        )
     if comp is None or not _finite(comp["p_holm"]):
         return (
             "; with fewer than two finished runs on a side no test is possible, so treat this "

@@ -259,3 +259,17 @@ def test_rule_jobs_match_the_rules():
                  "epoch_time", "memory", "speed_memory", "analysis", "baseline", "title",
                  "config", "dataset_reason", "train", "template", "backends", "dataset"):  # fmt: skip
         assert re.search(rf"\b{name}\s*=", text), name
+
+
+def test_zero_variance_difference_is_called_deterministic_not_a_single_observation():
+    """Peak memory is identical across seeds on a GPU: say so, not 'one observation'."""
+    import pandas as pd
+
+    from attnbench.report import _certainty
+
+    comp = pd.Series({"p_holm": float("nan"), "n": 3, "n_baseline": 3, "note": "no variance in either group"})
+    text = _certainty(comp, 0.05)
+    assert "identical in all 3 vs 3 runs" in text
+    assert "single observation" not in text
+    single = pd.Series({"p_holm": float("nan"), "n": 1, "n_baseline": 3, "note": "fewer than 2 runs"})
+    assert "single observation" in _certainty(single, 0.05)
