@@ -37,6 +37,7 @@ rule probe_backends:
     resources:
         gpu=GPU_JOBS,
     conda:
-        "../envs/torch.yaml"
+        # A superset of torch.yaml: the probe must see flash-attn where its jobs do.
+        "../envs/flash-attn.yaml"
     script:
         "../scripts/probe_backends.py"
