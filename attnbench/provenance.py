@@ -57,7 +57,10 @@ def collect(events: Iterable) -> dict[str, Any]:
     for event in events:
         if "Backward" not in event.name or getattr(event, "sequence_nr", -1) not in seq_nrs:
             continue
-        if getattr(event, "fwd_thread", None) not in (None, 0) and event.fwd_thread not in fwd_threads:
+        if (
+            getattr(event, "fwd_thread", None) not in (None, 0)
+            and event.fwd_thread not in fwd_threads
+        ):
             continue
         # Count each autograd node once: the engine wrapper, not its inner node event.
         if event.cpu_parent is not None and event.cpu_parent.sequence_nr == event.sequence_nr:

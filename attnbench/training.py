@@ -154,7 +154,7 @@ class RunRecorder:
         self.epoch_times.append(now - self._epoch_start)
         self.loop_end = now
         self.final_metrics = dict(trainer.metrics or {})
-        self._read_peaks()
+        self.read_peaks()
         LOG.info(
             "epoch %d/%d of %s: %.2f s (train %.2f s)",
             len(self.epoch_times), trainer.epochs, self.backend.name,
@@ -178,7 +178,7 @@ class RunRecorder:
         if self.nvml:
             self.nvml.stop()
 
-    def _read_peaks(self) -> None:
+    def read_peaks(self) -> None:
         if self.device.type == "cuda":
             self.peak_alloc_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
             self.peak_reserved_mb = torch.cuda.max_memory_reserved(self.device) / 2**20
@@ -319,7 +319,7 @@ def train_one(
             LOG.error("%s seed %d ran out of memory: %s", backend, seed, reason)
         finally:
             recorder.stop_samplers()
-    recorder._read_peaks()
+    recorder.read_peaks()
 
     prov = recorder.provenance
     if prov is not None and not prov["matched"] and status == "ok":

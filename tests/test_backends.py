@@ -85,9 +85,12 @@ def test_patch_is_restored_on_exit_and_on_error():
 
 
 def test_contexts_do_not_nest():
-    with use_backend("sdpa"), pytest.raises(RuntimeError, match="already active"):
-        with use_backend("eager"):
-            pass
+    with (
+        use_backend("sdpa"),
+        pytest.raises(RuntimeError, match="already active"),
+        use_backend("eager"),
+    ):
+        pass
 
 
 def test_half_only_kernel_refuses_fp32_without_cast():
@@ -108,7 +111,10 @@ def test_cast_is_applied_and_recorded():
 
 @pytest.mark.parametrize("name", CPU_BACKENDS)
 def test_parity_against_float64_reference(name):
-    shapes = [{"B": 8, "heads": 2, "N": 64, "head_dim": 32}, {"B": 2, "heads": 4, "N": 100, "head_dim": 32}]
+    shapes = [
+        {"B": 8, "heads": 2, "N": 64, "head_dim": 32},
+        {"B": 2, "heads": 4, "N": 100, "head_dim": 32},
+    ]
     rows = parity.run(name, shapes, {"float32": 1e-4, "bfloat16": 3e-2}, CPU)
     assert len(rows) == 4
     for row in rows:
@@ -119,13 +125,17 @@ def test_parity_against_float64_reference(name):
 
 
 def test_parity_catches_a_wrong_kernel(monkeypatch):
-    wrong = backends.Backend("wrong", "scaled wrongly", lambda q, k, v: (2 * v).transpose(1, 2), ("cpu",))
+    wrong = backends.Backend(
+        "wrong", "scaled wrongly", lambda q, k, v: (2 * v).transpose(1, 2), ("cpu",)
+    )
     errors = parity.check_shape(wrong, (2, 2, 16, 32), torch.float32, CPU)
     assert errors["rel_err_out"] > 0.5
 
 
 def test_parity_reports_unavailable_backends_as_rows():
-    rows = parity.run("sdpa_cudnn", [{"B": 2, "heads": 2, "N": 16, "head_dim": 32}], {"float32": 1e-4}, CPU)
+    rows = parity.run(
+        "sdpa_cudnn", [{"B": 2, "heads": 2, "N": 16, "head_dim": 32}], {"float32": 1e-4}, CPU
+    )
     assert rows[0]["status"] == "unavailable"
     assert "CUDA" in rows[0]["reason"]
 
@@ -143,7 +153,12 @@ def _profile(name: str, area: int = 1) -> dict:
 
 @pytest.mark.parametrize(
     ("name", "family"),
-    [("eager", "eager (matmul + softmax)"), ("sdpa", "flash (cpu)"), ("sdpa_math", "math"), ("sdpa_flash", "flash (cpu)")],
+    [
+        ("eager", "eager (matmul + softmax)"),
+        ("sdpa", "flash (cpu)"),
+        ("sdpa_math", "math"),
+        ("sdpa_flash", "flash (cpu)"),
+    ],
 )
 def test_provenance_matches_each_cpu_backend(name, family):
     record = _profile(name)

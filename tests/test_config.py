@@ -14,7 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_config_is_valid_and_describes_the_seed_study():
     cfg = config.load_file(ROOT / "config.yaml")
     train = cfg["train"]
-    assert (train["epochs"], train["batch"], train["optimizer"], train["lr0"]) == (20, 8, "AdamW", 0.001)
+    assert (train["epochs"], train["batch"], train["optimizer"], train["lr0"]) == (
+        20,
+        8,
+        "AdamW",
+        0.001,
+    )
     assert train["model"] == "yolo12n.yaml"
     assert len(cfg["seeds"]) >= 3
     rf = cfg["dataset"]["roboflow"]
@@ -94,10 +99,11 @@ def test_demo_overrides_training_scale_only_on_the_demo():
     cfg = config.validate({})
     demo = config.effective_train(cfg, config.resolve_dataset(cfg, environ={}))
     assert demo["epochs"] == cfg["dataset"]["demo"]["train"]["epochs"]
-    real = config.effective_train(cfg, config.resolve_dataset(cfg, environ={"ROBOFLOW_API_KEY": "k"}))
+    real = config.effective_train(
+        cfg, config.resolve_dataset(cfg, environ={"ROBOFLOW_API_KEY": "k"})
+    )
     assert real["epochs"] == 20
 
 
 def test_canonical_params_are_stable():
     assert config.canonical({"b": 1, "a": [2, 3]}) == config.canonical({"a": [2, 3], "b": 1})
-

@@ -267,9 +267,13 @@ def test_zero_variance_difference_is_called_deterministic_not_a_single_observati
 
     from attnbench.report import _certainty
 
-    comp = pd.Series({"p_holm": float("nan"), "n": 3, "n_baseline": 3, "note": "no variance in either group"})
+    comp = pd.Series(
+        {"p_holm": float("nan"), "n": 3, "n_baseline": 3, "note": "no variance in either group"}
+    )
     text = _certainty(comp, 0.05)
     assert "identical in all 3 vs 3 runs" in text
     assert "single observation" not in text
-    single = pd.Series({"p_holm": float("nan"), "n": 1, "n_baseline": 3, "note": "fewer than 2 runs"})
+    single = pd.Series(
+        {"p_holm": float("nan"), "n": 1, "n_baseline": 3, "note": "fewer than 2 runs"}
+    )
     assert "single observation" in _certainty(single, 0.05)
