@@ -36,8 +36,7 @@ from typing import Any
 
 import torch
 
-from attnbench import backends
-from attnbench.io import atomic_path
+from attnbench import backends, io
 
 LOG = logging.getLogger("attnbench.kernelbench")
 
@@ -409,12 +408,8 @@ def _log_row(log: logging.Logger, row: Mapping[str, Any]) -> None:
 def write_csv(
     path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = COLUMNS
 ) -> None:
-    """Write rows atomically with exactly `columns` (missing values empty)."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
+    """Write benchmark rows (default: the kernels CSV columns)."""
+    io.write_csv(path, rows, columns)
 
 
 # --------------------------------------------------------------------------- #

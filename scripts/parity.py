@@ -12,8 +12,7 @@ from attnbench.scriptutil import rule_logging  # noqa: E402
 smk = snakemake  # noqa: F821
 with rule_logging(smk) as log, gpuslots.acquire(smk.resources.get("gpu", 0)) as slot:
     from attnbench import envinfo, flashbuild, parity
-    from attnbench.io import read_json
-    from attnbench.kernelbench import write_csv
+    from attnbench.io import read_json, write_csv
 
     if smk.input.get("flash_attn"):
         flashbuild.activate(smk.input.flash_attn)  # before any availability check
