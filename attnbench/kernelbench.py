@@ -114,6 +114,9 @@ def synchronize(device: torch.device) -> None:
 def free_bytes(device: torch.device) -> int:
     """Free memory where the problem lives: the GPU's, or the host's available RAM."""
     if device.type == "cuda":
+        # Blocks cached by this process from earlier problems are free for the next one;
+        # without this, one large math problem made later ones look out of memory.
+        torch.cuda.empty_cache()
         return int(torch.cuda.mem_get_info(device)[0])
     import psutil
 
