@@ -1,0 +1,114 @@
+"""Run the real workflow through Snakemake's CLI in a scratch directory, and read its plans.
+
+Shared by tests/test_workflow.py and the scripts in benchmarks/ (which put tests/ on
+sys.path), so both drive Snakemake the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+DEFAULT_CONFIG = REPO / "config.yaml"
+DEMO_CONFIG = REPO / "tests" / "configs" / "demo-small.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+class SnakemakeFailed(RuntimeError):
+    """Snakemake exited non-zero; the message holds the command and its output's tail."""
+
+
+def prepare_workdir(workdir: Path) -> Path:
+    """A working directory the Snakefile can run in: its `configfile:` is relative to it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEFAULT_CONFIG, workdir / "config.yaml")
+    return workdir
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without a Roboflow key, so `source: auto` means the demo."""
+    return {k: v for k, v in os.environ.items() if k != "ROBOFLOW_API_KEY"}
+
+
+def snakemake_cmd(workdir: Path, *args: str, configfile: Path | None = DEMO_CONFIG) -> list[str]:
+    """The command line; targets in `args` come before --configfile (which takes many values)."""
+    cmd = [*SNAKEMAKE, *args, "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    return cmd
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configfile: Path | None = DEMO_CONFIG,
+    timeout_s: float = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run Snakemake in `workdir`; raise SnakemakeFailed with the output's tail on failure."""
+    cmd = snakemake_cmd(workdir, *args, configfile=configfile)
+    result = subprocess.run(
+        cmd, cwd=workdir, env=clean_env(), capture_output=True, text=True, timeout=timeout_s
+    )
+    if check and result.returncode != 0:
+        raise SnakemakeFailed(
+            f"{' '.join(cmd)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n"
+            f"--- stderr\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+def output_of(result: subprocess.CompletedProcess) -> str:
+    """Snakemake logs to stderr; stdout is kept too, in case that changes."""
+    return result.stdout + result.stderr
+
+
+def job_stats(text: str) -> dict[str, int]:
+    """The first "Job stats" table of a run or dry run, as {rule: count} without the total."""
+    match = re.search(r"^Job stats:\njob +count\n[- ]+\n((?:\S+ +\d+\n)+)", text, re.M)
+    if match is None:
+        if "Nothing to be done" in text:
+            return {}
+        raise ValueError(f"no Job stats table in Snakemake's output:\n{text[-3000:]}")
+    stats = {}
+    for line in match.group(1).splitlines():
+        rule, count = line.split()
+        stats[rule] = int(count)
+    if stats.pop("total", None) != sum(stats.values()):
+        raise ValueError(f"Job stats total does not add up: {match.group(0)}")
+    return stats
+
+
+def planned_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Each (rule, wildcards) that a dry run lists, in order."""
+    jobs = []
+    for block in re.split(r"^\[[^\]\n]+\]\n", text, flags=re.M)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if rule is None:
+            continue
+        wildcards = re.search(r"^ +wildcards: (.+)$", block, re.M)
+        pairs = wildcards.group(1).split(", ") if wildcards else []
+        jobs.append((rule.group(1), dict(p.split("=", 1) for p in pairs)))
+    return jobs
+
+
+def config_variant(
+    path: Path, change: Callable[[dict[str, Any]], None], base: Path = DEMO_CONFIG
+) -> Path:
+    """Write `base` with `change` applied to `path`; return `path`."""
+    config = copy.deepcopy(yaml.safe_load(base.read_text()))
+    change(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
