@@ -43,7 +43,14 @@ def _extend_with_defaults(validator_class):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return validators.extend(validator_class, {"properties": set_defaults})
+    # JSON Schema counts 1.0 as an integer; a seed of 1.0 would name a `seed1.0` folder
+    # that no rule can make, so only real ints (never bools) pass as integers here.
+    type_checker = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return validators.extend(
+        validator_class, {"properties": set_defaults}, type_checker=type_checker
+    )
 
 
 _DefaultFillingValidator = _extend_with_defaults(Draft202012Validator)
