@@ -1,10 +1,119 @@
-"""Bad configuration through the real CLI: `snakemake -n --configfile bad.yaml`."""
+"""Bad configuration through the real CLI: `snakemake -n --configfile bad.yaml`.
+
+Each case must stop at parse time, before any job: a non-zero exit, exactly one line
+that names the key, no traceback, and no results/ folder. The CLIs run concurrently
+(they are mostly Snakemake's start-up), once per module.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from faults_helpers import clean_env, lines_with, run_all, workdir
 
 from attnbench import config
+
+# case -> (overrides in bad.yaml, the key the message must name, a phrase of the fix)
+CASES = {
+    "unknown backend": ({"backends": ["eager", "nope"]}, "backends.1", "allowed: eager, sdpa"),
+    "empty backends": ({"backends": []}, "backends", "list at least 1 item"),
+    "seed not an integer": ({"seeds": [0, "a"]}, "seeds.1", "expected integer"),
+    "seed a float": ({"seeds": [0, 1.0]}, "seeds.1", "expected integer"),
+    "duplicated seeds": ({"seeds": [1, 1]}, "seeds", "remove the duplicate"),
+    "epochs zero": ({"train": {"epochs": 0}}, "train.epochs", "minimum 1"),
+    "batch negative": ({"train": {"batch": -2}}, "train.batch", "minimum 1"),
+    "imgsz not a multiple of 32": ({"train": {"imgsz": 100}}, "train.imgsz", "multiple of 32"),
+    "unknown dataset source": ({"dataset": {"source": "ftp"}}, "dataset.source", "allowed: auto"),
+    "local path missing": (
+        {"dataset": {"source": "local", "local": "/nonexistent/weeds.zip"}},
+        "dataset.local",
+        "point it at a folder or .zip",
+    ),
+    "local path empty": ({"dataset": {"source": "local"}}, "dataset.local", "set dataset.local"),
+}
+MALFORMED = "train:\n  epochs: 3\n   batch: [8\n"  # a bad indent and an unclosed list (line 3)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, Path]]:
+    """Every case's (exit code, output, working dir), all CLIs started at once."""
+    base = tmp_path_factory.mktemp("config-faults")
+    jobs = {}
+    for name, (overrides, _, _) in CASES.items():
+        work = workdir(base / name.replace(" ", "-"), overrides)
+        jobs[name] = (work, ("-n",), clean_env())
+    # The same bad value without -n: a real run must not start a single job either.
+    real = workdir(base / "real-run", CASES["epochs zero"][0])
+    jobs["real run"] = (real, ("--cores", "1"), clean_env())
+    control = workdir(base / "control", {"train": {"epochs": 1}, "dataset": {"source": "demo"}})
+    jobs["control"] = (control, ("-n",), clean_env())
+    malformed = workdir(base / "malformed")
+    (malformed / "faults.yaml").write_text(MALFORMED)
+    jobs["malformed"] = (malformed, ("-n",), clean_env())
+    done = run_all(jobs, timeout=240)
+    return {name: (rc, out, jobs[name][0]) for name, (rc, out) in done.items()}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_value_is_rejected_naming_the_key(outcomes, case: str) -> None:
+    """Non-zero exit, one `Config error:` line naming the key and the fix, nothing written."""
+    rc, out, work = outcomes[case]
+    _, key, fix = CASES[case]
+    assert rc != 0, out
+    errors = lines_with(out, "Config error:")
+    assert len(errors) == 1, out
+    assert f"config value {key} " in errors[0] and fix in errors[0], errors[0]
+    assert "Traceback" not in out and "Building DAG" not in out
+    assert not (work / "results").exists()
+
+
+def test_real_run_with_a_bad_value_starts_no_job(outcomes) -> None:
+    rc, out, work = outcomes["real run"]
+    assert rc != 0
+    assert len(lines_with(out, "Config error: config value train.epochs = 0")) == 1, out
+    assert "Execute" not in out and "localrule" not in out
+    assert not (work / "results").exists()
+    logged = "".join(p.read_text() for p in (work / ".snakemake").glob("log/*.log"))
+    assert "jobid" not in logged and not (work / ".snakemake" / "metadata").exists()
+
+
+def test_malformed_yaml_is_rejected_by_snakemake(outcomes) -> None:
+    """Snakemake parses --configfile itself, before the Snakefile: its message is generic."""
+    rc, out, work = outcomes["malformed"]
+    assert rc != 0
+    assert "WorkflowError" in out
+    assert "Config file is not valid JSON or YAML" in out
+    assert "Traceback" not in out and "Building DAG" not in out
+    assert not (work / "results").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Snakemake 9.27.1 names neither the file nor the line of a malformed --configfile "
+    "(snakemake/common/configfile.py); docs/RELIABILITY.md gives the one-line check that does",
+)
+def test_snakemake_names_the_malformed_file_and_line(outcomes) -> None:
+    _, out, work = outcomes["malformed"]
+    assert "faults.yaml" in out and "line 3" in out
+
+
+def test_our_loader_names_the_malformed_file_and_line(tmp_path: Path) -> None:
+    """The check RELIABILITY.md points at: attnbench.config.load_file names file and line."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MALFORMED)
+    with pytest.raises(config.ConfigError) as info:
+        config.load_file(bad)
+    message = str(info.value)
+    assert str(bad) in message and "line 3" in message and "\n" not in message
+
+
+def test_control_a_good_value_passes_the_same_way(outcomes) -> None:
+    """The harness itself is sound: a valid override through the same CLI plans the DAG."""
+    rc, out, work = outcomes["control"]
+    assert rc == 0, out
+    assert not lines_with(out, "Config error") and "Building DAG" in out
+    assert not (work / "results").exists()  # -n writes nothing
 
 
 @pytest.mark.parametrize(
