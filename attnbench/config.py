@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -186,7 +187,9 @@ def resolve_dataset(config: dict[str, Any], environ: dict[str, str] | None = Non
     elif source == "local":
         local = Path(data["local"]).expanduser()
         stem = local.name[: -len(".zip")] if local.name.endswith(".zip") else local.name
-        name = f"local-{stem}"
+        # The folder name becomes the {dataset} wildcard ([A-Za-z0-9._-]+): a download
+        # named "weeds (1).zip" would otherwise match no rule (MissingInputException).
+        name = "local-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "dataset")
     else:
         name = "demo"
     return DatasetChoice(source=source, name=name, reason=reason)

@@ -48,6 +48,11 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, s
     jobs["real run"] = (real, ("--cores", "1"), clean_env())
     control = workdir(base / "control", {"train": {"epochs": 1}, "dataset": {"source": "demo"}})
     jobs["control"] = (control, ("-n",), clean_env())
+    # A browser download's name ("weeds (1)") must still make a valid {dataset} wildcard.
+    spaced = base / "downloads" / "my weeds (1)"
+    spaced.mkdir(parents=True)
+    named = workdir(base / "spaced-name", {"dataset": {"source": "local", "local": str(spaced)}})
+    jobs["spaced name"] = (named, ("-n",), clean_env())
     malformed = workdir(base / "malformed")
     (malformed / "faults.yaml").write_text(MALFORMED)
     jobs["malformed"] = (malformed, ("-n",), clean_env())
@@ -125,3 +130,26 @@ def test_a_float_is_not_an_integer(patch, key) -> None:
     Snakemake then failed on a `seed1.0` folder with a MissingInputException."""
     with pytest.raises(config.ConfigError, match=rf"^config value {key} = .*\(expected integer\)"):
         config.validate(patch)
+
+
+def test_local_dataset_name_with_spaces_plans(outcomes) -> None:
+    """Regression: `local: "my weeds (1)"` made the name `local-my weeds (1)`, which the
+    {dataset} wildcard cannot match: a MissingInputException that named no setting."""
+    rc, out, _ = outcomes["spaced name"]
+    assert rc == 0, out[-3000:]
+    assert "results/data/local-my-weeds-1/data.yaml" in out
+    assert "MissingInputException" not in out
+
+
+@pytest.mark.parametrize(
+    ("local", "name"),
+    [
+        ("/d/weeds (1).zip", "local-weeds-1"),
+        ("/d/Weeds.v3i.yolov11.zip", "local-Weeds.v3i.yolov11"),
+        ("/d/(((", "local-dataset"),
+    ],
+)
+def test_local_dataset_names_fit_the_wildcard(local: str, name: str) -> None:
+    settings = config.validate({})
+    settings["dataset"].update(source="local", local=local)
+    assert config.resolve_dataset(settings, environ={}).name == name
