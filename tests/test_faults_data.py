@@ -1,0 +1,173 @@
+"""Dataset faults through the real rules: fetch_dataset (Roboflow) and validate_dataset (local).
+
+tests/test_datasets_roboflow.py covers each Roboflow failure inside the library; here the
+same failures go through Snakemake, as a user meets them: the real `snakemake` CLI, the
+SDK pointed at tests/roboflow_server.py by API_URL, the key in ROBOFLOW_API_KEY. Each job
+must fail with one `Error:` line, the key must appear in no output or log, and the rule's
+output folder must not exist afterwards. All CLIs of the module run at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faults_helpers import (
+    clean_env,
+    corrupt_image,
+    edit_label,
+    empty_split,
+    leftovers,
+    make_dataset,
+    run_all,
+    workdir,
+)
+from roboflow_server import FakeRoboflow, zip_files, zip_folder
+
+pytestmark = pytest.mark.slow
+
+KEY = "faultkey42"
+RF = {"workspace": "acme", "project": "weeds", "version": 3, "format": "yolov11"}
+
+# case -> (FakeRoboflow knobs, config overrides of dataset.roboflow, key or None,
+#          phrases the one-line error must hold)
+ROBOFLOW = {
+    "no key": ({}, {}, None, ["ROBOFLOW_API_KEY is not set", "dataset.source: demo or local"]),
+    "bad key": ({}, {}, "wrongkey9", ["rejected the API key", "Settings -> API Keys"]),
+    "missing project": ({}, {"project": "nope"}, KEY, ["project 'nope' was not found"]),
+    "missing version": (
+        {},
+        {"version": 9},
+        KEY,
+        ["version 9 of acme/weeds was not found", "versions available: 3"],
+    ),
+    "server down": ({"down": True}, {}, KEY, ["cannot reach the Roboflow server at http://"]),
+    "server hangs": (
+        {"hang": "project"},
+        {"timeout_s": 1},
+        KEY,
+        ["did not answer within 1 s while opening project", "timeout_s"],
+    ),
+    "truncated zip": (
+        {"truncate": True},
+        {},
+        KEY,
+        ["truncated download", "run the workflow again"],
+    ),
+    "zip without data.yaml": (
+        {"zip_bytes": zip_files({"train/images/a.jpg": b"x", "README.txt": b"hi"})},
+        {},
+        KEY,
+        ["has no data.yaml", "yolov11"],
+    ),
+}
+
+# case -> (fault injector returning the damaged file, phrase of the problem)
+DATASET = {
+    "corrupt image": (lambda root: corrupt_image(root, "train", 1), "unreadable image"),
+    "class id out of range": (
+        lambda root: edit_label(root, 2, cls=5),
+        "line 1: class id 5 out of range 0..1",
+    ),
+    "coordinates outside [0, 1]": (
+        lambda root: edit_label(root, 3, cx=-0.25),
+        "line 1: coordinate -0.25 outside [0, 1]",
+    ),
+    "empty split": (lambda root: empty_split(root, "valid"), "the val split has no images"),
+}
+
+
+def _slug(name: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in name).split())
+
+
+def _roboflow_name(overrides: dict[str, Any]) -> str:
+    rf = {**RF, **overrides}
+    return f"roboflow-{rf['workspace']}-{rf['project']}-v{rf['version']}"
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Run every case's CLI at once; name -> {rc, out, work, target, ...}."""
+    base = tmp_path_factory.mktemp("data-faults")
+    good_zip = zip_folder(make_dataset(base / "export", 3, 2, 64))
+    jobs: dict[str, tuple[Path, tuple[str, ...], dict[str, str]]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        for name, (knobs, overrides, key, _) in ROBOFLOW.items():
+            knobs = dict(knobs)
+            down = knobs.pop("down", False)
+            server = stack.enter_context(
+                FakeRoboflow(**{"zip_bytes": good_zip, "key": KEY, **knobs})
+            )
+            if down:
+                server.close_port()
+            rf = {**RF, "timeout_s": 10, **overrides}
+            work = workdir(base / _slug(name), {"dataset": {"source": "roboflow", "roboflow": rf}})
+            target = f"results/data/{_roboflow_name(overrides)}/source"
+            env = clean_env(API_URL=server.url, **({"ROBOFLOW_API_KEY": key} if key else {}))
+            jobs[name] = (work, ("--cores", "1", target), env)
+            info[name] = {"work": work, "target": target, "key": key}
+        for name, (inject, _) in DATASET.items():
+            root = make_dataset(base / "local" / _slug(name), 8, 3, 64)
+            damaged = inject(root)
+            work = workdir(
+                base / f"validate-{root.name}",
+                {"dataset": {"source": "local", "local": str(root), "on_problems": "fail"}},
+            )
+            data_dir = f"results/data/local-{root.name}"
+            jobs[name] = (work, ("--cores", "1", f"{data_dir}/summary.json"), clean_env())
+            info[name] = {"work": work, "data_dir": work / data_dir, "damaged": damaged}
+        for name, (rc, out) in run_all(jobs, timeout=300).items():
+            info[name].update(rc=rc, out=out)
+    return info
+
+
+def _error_line(out: str) -> str:
+    """The job's one-line message (scriptutil.rule_logging ends a UserError with it)."""
+    errors = [line for line in out.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, out[-3000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", list(ROBOFLOW))
+def test_roboflow_failure_through_fetch_dataset(outcomes, case: str) -> None:
+    """One-line error, no traceback, the key in no output or log, no source folder left."""
+    run = outcomes[case]
+    work: Path = run["work"]
+    assert run["rc"] != 0, run["out"][-3000:]
+    assert "Error in rule fetch_dataset" in run["out"]
+    line = _error_line(run["out"])
+    for phrase in ROBOFLOW[case][3]:
+        assert phrase in line, line
+    assert "Traceback" not in run["out"]
+    target = work / run["target"]
+    assert not target.exists()
+    assert leftovers(work / "results") == []
+    fetch_log = target.parent.relative_to(work / "results" / "data")
+    log = work / "results" / "logs" / "data" / fetch_log / "fetch.log"
+    assert line.removeprefix("Error: ") in log.read_text()
+    if run["key"]:
+        texts = [run["out"], log.read_text()]
+        texts += [p.read_text() for p in (work / ".snakemake" / "log").glob("*.log")]
+        assert not [t for t in texts if run["key"] in t], "the API key leaked"
+
+
+@pytest.mark.parametrize("case", list(DATASET))
+def test_dataset_problem_fails_validate_dataset(outcomes, case: str) -> None:
+    """Policy fail: the job fails naming the file and problem; summary.json and data.yaml
+    are absent (problems.json lists everything), so no rerun can train on it."""
+    run = outcomes[case]
+    data_dir: Path = run["data_dir"]
+    assert run["rc"] != 0, run["out"][-3000:]
+    assert "Error in rule validate_dataset" in run["out"]
+    line = _error_line(run["out"])
+    assert "1 problem(s) in dataset" in line and "dataset.on_problems: drop" in line, line
+    assert f"{run['damaged']}: " in line and DATASET[case][1] in line, line
+    assert "Traceback" not in run["out"]
+    assert not (data_dir / "summary.json").exists() and not (data_dir / "data.yaml").exists()
+    assert not list(data_dir.glob("*.txt"))  # no image lists either
+    assert (data_dir / "problems.json").is_file()
+    assert leftovers(data_dir) == []
