@@ -32,6 +32,7 @@ from attnbench import backends, provenance
 from attnbench.io import write_json
 from attnbench.patch import use_backend
 from attnbench.profiling import HostRSS, StepClock, nvml_for
+from attnbench.scriptutil import UserError
 
 LOG = logging.getLogger(__name__)
 
@@ -43,8 +44,11 @@ RESULT_COLUMNS = {
 }
 
 
-class BackendUnavailableError(RuntimeError):
-    """Raised under `on_unavailable: fail`; the message names the backend and why."""
+class BackendUnavailableError(UserError):
+    """Raised under `on_unavailable: fail`; the message names the backend and why.
+
+    A UserError, so the train job ends with this one line, not a traceback.
+    """
 
 
 def offline_ultralytics(config_dir: Path) -> None:
