@@ -9,6 +9,9 @@ rule attention_shapes:
         model=TRAIN["model"],
         imgsz=TRAIN["imgsz"],
         batch=TRAIN["batch"],
+        # Snakemake compares params as a set of values, names ignored: without this
+        # one key, swapping imgsz and batch (64/32 -> 32/64) would not rerun the rule.
+        shape=cfg.canonical({k: TRAIN[k] for k in ("model", "imgsz", "batch")}),
     log:
         "results/logs/attention/shapes.log",
     conda:

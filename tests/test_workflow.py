@@ -163,3 +163,21 @@ def test_snakemake_report_after_the_run(workdir):
     html = (workdir / "report.html").read_text()
     for name in ("report.html", *(f"{p}.png" for p in PLOTS), *(f"{t}.csv" for t in TABLES)):
         assert name in html, name
+
+
+def test_swapped_imgsz_and_batch_remeasure_the_attention_shapes(tmp_path):
+    """Snakemake compares params as a set of values: imgsz 64/batch 32 -> 32/64 must still count."""
+    workdir = prepare_workdir(tmp_path / "work")
+    demo_train = {"epochs": 1, "batch": 32, "imgsz": 64}
+    before = config_variant(
+        tmp_path / "before.yaml", lambda c: c["dataset"]["demo"].update(train=demo_train)
+    )
+    swapped = {**demo_train, "batch": 64, "imgsz": 32}
+    after = config_variant(
+        tmp_path / "after.yaml", lambda c: c["dataset"]["demo"].update(train=swapped)
+    )
+    target = "results/attention/shapes.json"
+    snakemake(workdir, target, "--cores", "2", configfile=before)
+    assert json.loads((workdir / target).read_text())["batch"] == 32
+    text = output_of(snakemake(workdir, target, "-n", "--cores", "2", configfile=after))
+    assert job_stats(text) == {"attention_shapes": 1}
