@@ -7,6 +7,7 @@ and `snakemake -n` must stay fast.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -212,6 +213,22 @@ def cuda_hint() -> bool:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
     return Path("/proc/driver/nvidia/gpus").exists() or shutil.which("nvidia-smi") is not None
+
+
+def local_fingerprint(path: str | os.PathLike) -> str:
+    """A digest of a local dataset's file names, sizes and mtimes (or the zip's).
+
+    In fetch_dataset's params it makes Snakemake import the dataset again once any file
+    changes; otherwise a rerun after fixing the dataset would validate the old copy.
+    """
+    root = Path(path).expanduser()
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        name = file.relative_to(root).as_posix() if file != root else root.name
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def canonical(value: Any) -> str:

@@ -43,6 +43,7 @@ def dataset_spec():
         spec["roboflow"] = data["roboflow"]
     elif DATASET.source == "local":
         spec["local"] = data["local"]
+        spec["fingerprint"] = cfg.local_fingerprint(data["local"])  # re-import once edited
     else:
         spec["demo"] = {k: v for k, v in data["demo"].items() if k != "train"}
     return cfg.canonical(spec)

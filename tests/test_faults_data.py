@@ -10,10 +10,13 @@ output folder must not exist afterwards. All CLIs of the module run at once.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from faults_helpers import (
     clean_env,
     corrupt_image,
@@ -22,6 +25,7 @@ from faults_helpers import (
     leftovers,
     make_dataset,
     run_all,
+    snakemake,
     workdir,
 )
 from roboflow_server import FakeRoboflow, zip_files, zip_folder
@@ -122,6 +126,21 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
             info[name] = {"work": work, "data_dir": work / data_dir, "damaged": damaged}
         for name, (rc, out) in run_all(jobs, timeout=300).items():
             info[name].update(rc=rc, out=out)
+    for name in DATASET:
+        data_dir = info[name]["data_dir"]
+        info[name]["files_after_failure"] = sorted(p.name for p in data_dir.iterdir())
+        info[name]["leftovers"] = leftovers(data_dir)
+    # The user fixes the reported file, as an editor saves (new file renamed over the old
+    # one, so the hard-linked copy under results/ keeps the bad row), and runs again.
+    fixed = info["class id out of range"]
+    label = Path(jobs["class id out of range"][0]) / "faults.yaml"
+    local = Path(yaml.safe_load(label.read_text())["dataset"]["local"]) / fixed["damaged"]
+    rows = local.read_text().splitlines()
+    rows[0] = " ".join(["0", *rows[0].split()[1:]])
+    (local.parent / "saved.tmp").write_text("\n".join(rows) + "\n")
+    os.replace(local.parent / "saved.tmp", local)
+    work, args, env = jobs["class id out of range"]
+    fixed["after_fix"] = snakemake(work, *args, env=env)
     return info
 
 
@@ -160,14 +179,26 @@ def test_dataset_problem_fails_validate_dataset(outcomes, case: str) -> None:
     """Policy fail: the job fails naming the file and problem; summary.json and data.yaml
     are absent (problems.json lists everything), so no rerun can train on it."""
     run = outcomes[case]
-    data_dir: Path = run["data_dir"]
     assert run["rc"] != 0, run["out"][-3000:]
     assert "Error in rule validate_dataset" in run["out"]
     line = _error_line(run["out"])
     assert "1 problem(s) in dataset" in line and "dataset.on_problems: drop" in line, line
     assert f"{run['damaged']}: " in line and DATASET[case][1] in line, line
     assert "Traceback" not in run["out"]
-    assert not (data_dir / "summary.json").exists() and not (data_dir / "data.yaml").exists()
-    assert not list(data_dir.glob("*.txt"))  # no image lists either
-    assert (data_dir / "problems.json").is_file()
-    assert leftovers(data_dir) == []
+    # source/ is the complete import; only problems.json beside it: no summary.json,
+    # data.yaml or image lists that a rerun (or training) could take as validated.
+    assert run["files_after_failure"] == ["problems.json", "source"]
+    assert run["leftovers"] == []
+
+
+def test_fixing_a_local_dataset_is_seen_by_the_rerun(outcomes) -> None:
+    """Regression: fetch_dataset did not rerun after the user fixed the local dataset, so
+    the rerun validated the stale copy and repeated the error for a fixed file. The
+    dataset's fingerprint (names, sizes, mtimes) in the rule's params now triggers it."""
+    run = outcomes["class id out of range"]
+    after = run["after_fix"]
+    assert after.returncode == 0, after.stdout[-3000:]
+    assert "localrule fetch_dataset" in after.stdout and "Params have changed" in after.stdout
+    summary = json.loads((run["data_dir"] / "summary.json").read_text())
+    assert summary["problems"] == [] and summary["splits"]["train"]["images"] == 8
+    assert not (run["data_dir"] / "problems.json").exists()
