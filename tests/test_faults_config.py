@@ -153,3 +153,25 @@ def test_local_dataset_names_fit_the_wildcard(local: str, name: str) -> None:
     settings = config.validate({})
     settings["dataset"].update(source="local", local=local)
     assert config.resolve_dataset(settings, environ={}).name == name
+
+
+def test_local_fingerprint_follows_every_file(tmp_path: Path) -> None:
+    """fetch_dataset's params carry it: an edit, a new file or a new zip re-imports."""
+    root = tmp_path / "weeds"
+    (root / "train" / "labels").mkdir(parents=True)
+    label = root / "train" / "labels" / "a.txt"
+    label.write_text("0 0.5 0.5 0.1 0.1\n")
+    first = config.local_fingerprint(root)
+    assert config.local_fingerprint(root) == first  # stable while nothing changes
+    saved = label.with_suffix(".tmp")
+    saved.write_text("1 0.5 0.5 0.1 0.15\n")
+    saved.replace(label)  # an editor's save: same name, new file
+    second = config.local_fingerprint(root)
+    assert second != first
+    (root / "train" / "labels" / "b.txt").write_text("")
+    assert config.local_fingerprint(root) != second
+    archive = tmp_path / "weeds.zip"
+    archive.write_bytes(b"PK")
+    zipped = config.local_fingerprint(archive)
+    archive.write_bytes(b"PK\x03\x04")
+    assert config.local_fingerprint(archive) != zipped
