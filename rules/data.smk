@@ -7,7 +7,11 @@ rule fetch_dataset:
         directory("results/data/{dataset}/source"),
     params:
         spec=dataset_spec(),
-        timeout_s=config["dataset"]["roboflow"]["timeout_s"],
+        # Only a Roboflow download uses it: on the demo or a local dataset a changed
+        # timeout must not refetch the data and rerun every job downstream.
+        timeout_s=config["dataset"]["roboflow"]["timeout_s"]
+        if DATASET.source == "roboflow"
+        else 0,
     log:
         "results/logs/data/{dataset}/fetch.log",
     benchmark:

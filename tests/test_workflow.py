@@ -153,6 +153,15 @@ def test_train_epochs_overridden_on_the_demo_retrains_nothing(workdir, tmp_path)
     assert _plan(workdir, config)[0] == {"report": 1, "all": 1}
 
 
+def test_roboflow_timeout_on_the_demo_refetches_nothing(workdir, tmp_path):
+    """An unused setting (no Roboflow download on the demo) reaches only the report."""
+    config = config_variant(
+        tmp_path / "timeout.yaml",
+        lambda c: c["dataset"].setdefault("roboflow", {}).update(timeout_s=123),
+    )
+    assert _plan(workdir, config)[0] == {"report": 1, "all": 1}
+
+
 def test_lint_is_clean(workdir):
     result = snakemake(workdir, "--lint", check=False)
     assert result.returncode == 0, output_of(result)[-4000:]
