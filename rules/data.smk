@@ -9,9 +9,11 @@ rule fetch_dataset:
         spec=dataset_spec(),
         # Only a Roboflow download uses it: on the demo or a local dataset a changed
         # timeout must not refetch the data and rerun every job downstream.
-        timeout_s=config["dataset"]["roboflow"]["timeout_s"]
-        if DATASET.source == "roboflow"
-        else 0,
+        timeout_s=(
+            config["dataset"]["roboflow"]["timeout_s"]
+            if DATASET.source == "roboflow"
+            else 0
+        ),
     log:
         "results/logs/data/{dataset}/fetch.log",
     benchmark:
