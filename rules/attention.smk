@@ -5,6 +5,10 @@
 rule attention_shapes:
     output:
         "results/attention/shapes.json",
+    log:
+        "results/logs/attention/shapes.log",
+    conda:
+        "../envs/torch.yaml"
     params:
         model=TRAIN["model"],
         imgsz=TRAIN["imgsz"],
@@ -12,10 +16,6 @@ rule attention_shapes:
         # Snakemake compares params as a set of values, names ignored: without this
         # one key, swapping imgsz and batch (64/32 -> 32/64) would not rerun the rule.
         shape=cfg.canonical({k: TRAIN[k] for k in ("model", "imgsz", "batch")}),
-    log:
-        "results/logs/attention/shapes.log",
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/attention_shapes.py"
 
@@ -26,17 +26,17 @@ rule parity:
         flash_attn=flash_attn_env,
     output:
         "results/parity/{backend}.csv",
-    params:
-        parity=params_json("parity"),
-        train=cfg.canonical({k: TRAIN[k] for k in ("cast", "device")}),
     log:
         "results/logs/parity/{backend}.log",
     benchmark:
         "results/benchmarks/parity/{backend}.tsv"
-    resources:
-        gpu=GPU_JOBS,
     conda:
         backend_conda_env
+    resources:
+        gpu=GPU_JOBS,
+    params:
+        parity=params_json("parity"),
+        train=cfg.canonical({k: TRAIN[k] for k in ("cast", "device")}),
     script:
         "../scripts/parity.py"
 
@@ -47,16 +47,16 @@ rule kernel_bench:
         flash_attn=flash_attn_env,
     output:
         "results/kernels/{backend}.csv",
-    params:
-        kernels=params_json("kernels"),
-        device=TRAIN["device"],
     log:
         "results/logs/kernels/{backend}.log",
     benchmark:
         "results/benchmarks/kernels/{backend}.tsv"
-    resources:
-        gpu=GPU_JOBS,
     conda:
         backend_conda_env
+    resources:
+        gpu=GPU_JOBS,
+    params:
+        kernels=params_json("kernels"),
+        device=TRAIN["device"],
     script:
         "../scripts/kernel_bench.py"

@@ -5,7 +5,6 @@ import sys
 
 from attnbench import config as cfg
 
-
 try:
     _validated = cfg.validate(config)
 except cfg.ConfigError as _error:
@@ -43,7 +42,9 @@ def dataset_spec():
         spec["roboflow"] = data["roboflow"]
     elif DATASET.source == "local":
         spec["local"] = data["local"]
-        spec["fingerprint"] = cfg.local_fingerprint(data["local"])  # re-import once edited
+        spec["fingerprint"] = cfg.local_fingerprint(
+            data["local"]
+        )  # re-import once edited
     else:
         spec["demo"] = {k: v for k, v in data["demo"].items() if k != "train"}
     return cfg.canonical(spec)

@@ -5,6 +5,12 @@
 rule fetch_dataset:
     output:
         directory("results/data/{dataset}/source"),
+    log:
+        "results/logs/data/{dataset}/fetch.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/fetch.tsv"
+    conda:
+        "../envs/workflow.yaml"
     params:
         spec=dataset_spec(),
         # Only a Roboflow download uses it: on the demo or a local dataset a changed
@@ -14,12 +20,6 @@ rule fetch_dataset:
             if DATASET.source == "roboflow"
             else 0
         ),
-    log:
-        "results/logs/data/{dataset}/fetch.log",
-    benchmark:
-        "results/benchmarks/data/{dataset}/fetch.tsv"
-    conda:
-        "../envs/workflow.yaml"
     script:
         "../scripts/fetch_dataset.py"
 
@@ -34,13 +34,13 @@ rule validate_dataset:
             category="Dataset",
         ),
         data_yaml="results/data/{dataset}/data.yaml",
-    params:
-        on_problems=config["dataset"]["on_problems"],
-        source=DATASET.source,
-        reason=DATASET.reason,
     log:
         "results/logs/data/{dataset}/validate.log",
     conda:
         "../envs/workflow.yaml"
+    params:
+        on_problems=config["dataset"]["on_problems"],
+        source=DATASET.source,
+        reason=DATASET.reason,
     script:
         "../scripts/validate_dataset.py"

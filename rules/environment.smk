@@ -5,15 +5,15 @@
 rule build_flash_attn:
     output:
         status="results/env/flash_attn.json",
-    params:
-        build=params_json("flash_attn"),
     log:
         "results/logs/env/build_flash_attn.log",
     benchmark:
         "results/benchmarks/env/build_flash_attn.tsv"
-    threads: workflow.cores
     conda:
         "../envs/torch.yaml"
+    threads: workflow.cores
+    params:
+        build=params_json("flash_attn"),
     script:
         "../scripts/build_flash_attn.py"
 
@@ -27,17 +27,17 @@ rule probe_backends:
             caption="../report/backends.rst",
             category="Environment",
         ),
+    log:
+        "results/logs/env/probe_backends.log",
+    conda:
+        # A superset of torch.yaml: the probe must see flash-attn where its jobs do.
+        "../envs/flash-attn.yaml"
+    resources:
+        gpu=GPU_JOBS,
     params:
         backends=cfg.canonical(BACKENDS),
         train=cfg.canonical(
             {k: TRAIN[k] for k in ("amp", "cast", "device", "imgsz", "batch")}
         ),
-    log:
-        "results/logs/env/probe_backends.log",
-    resources:
-        gpu=GPU_JOBS,
-    conda:
-        # A superset of torch.yaml: the probe must see flash-attn where its jobs do.
-        "../envs/flash-attn.yaml"
     script:
         "../scripts/probe_backends.py"

@@ -25,14 +25,14 @@ rule report:
         template=f"{workflow.basedir}/report/report.html.j2",
     output:
         report("results/report.html", caption="../report/report.rst", category="Report"),
+    log:
+        "results/logs/report/report.log",
+    conda:
+        "../envs/workflow.yaml"
     params:
         title=config["report"]["title"],
         config=cfg.canonical(config),
         dataset_reason=DATASET.reason,
         train=cfg.canonical(TRAIN),
-    log:
-        "results/logs/report/report.log",
-    conda:
-        "../envs/workflow.yaml"
     script:
         "../scripts/render_report.py"

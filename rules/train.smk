@@ -10,16 +10,16 @@ rule train:
     output:
         metrics="results/train/{backend}/seed{seed}/metrics.json",
         results="results/train/{backend}/seed{seed}/results.csv",
-    params:
-        train=cfg.canonical(TRAIN),
     log:
         "results/logs/train/{backend}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{backend}/seed{seed}.tsv"
+    conda:
+        backend_conda_env
     threads: TRAIN["workers"] + 1
     resources:
         gpu=GPU_JOBS,
-    conda:
-        backend_conda_env
+    params:
+        train=cfg.canonical(TRAIN),
     script:
         "../scripts/train.py"
