@@ -10,11 +10,8 @@ rule attention_shapes:
     conda:
         "../envs/torch.yaml"
     params:
-        model=TRAIN["model"],
-        imgsz=TRAIN["imgsz"],
-        batch=TRAIN["batch"],
-        # Snakemake compares params as a set of values, names ignored: without this
-        # one key, swapping imgsz and batch (64/32 -> 32/64) would not rerun the rule.
+        # One canonical JSON value: Snakemake compares params as a set of values with
+        # names ignored, so separate imgsz/batch params would miss a swap (64/32 -> 32/64).
         shape=cfg.canonical({k: TRAIN[k] for k in ("model", "imgsz", "batch")}),
     script:
         "../scripts/attention_shapes.py"

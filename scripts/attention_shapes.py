@@ -1,5 +1,6 @@
 """Rule attention_shapes: results/attention/shapes.json, the model's real attention problems."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ with rule_logging(smk) as log:
 
     out = Path(smk.output[0])
     offline_ultralytics(out.parents[1] / ".ultralytics")  # no network, settings kept local
-    doc = attention_shapes(smk.params.model, int(smk.params.imgsz), int(smk.params.batch))
+    shape = json.loads(smk.params.shape)
+    doc = attention_shapes(shape["model"], int(shape["imgsz"]), int(shape["batch"]))
     write_json(out, doc)
     for call in doc["calls"]:
         log.info(

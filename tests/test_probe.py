@@ -112,7 +112,7 @@ def test_attention_rule_scripts_on_cpu(results):
     _run_script(
         "attention_shapes.py",
         output={"shapes": str(shapes)},
-        params={"model": "yolo12n.yaml", "imgsz": 64, "batch": 2},
+        params={"shape": canonical({"model": "yolo12n.yaml", "imgsz": 64, "batch": 2})},
         log={"log": str(results / "logs" / "shapes.log")},
     )
     doc = json.loads(shapes.read_text())
