@@ -6,12 +6,14 @@ and `snakemake -n` must stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -56,6 +58,68 @@ def _extend_with_defaults(validator_class):
 
 
 _DefaultFillingValidator = _extend_with_defaults(Draft202012Validator)
+# The same type rules without filling defaults: to ask whether a value already fits.
+_CheckingValidator = validators.extend(
+    Draft202012Validator, type_checker=_DefaultFillingValidator.TYPE_CHECKER
+)
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+_UNPARSED = object()
+
+
+def _parse_string(text: str) -> Any:
+    """What a command-line string spells: an int, a float, true/false, null, or YAML [..]/{..}.
+
+    Snakemake's `--config key=value` turns list items and nested values into strings
+    (`seeds=[0,1]` arrives as ["0", "1"]); anything else is left _UNPARSED.
+    """
+    stripped = text.strip()
+    for parse in (int, float):
+        with contextlib.suppress(ValueError):
+            return parse(stripped)
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    if stripped in ("null", "~"):
+        return None
+    if stripped[:1] in ("[", "{"):
+        with contextlib.suppress(yaml.YAMLError):
+            return yaml.safe_load(stripped)
+    return _UNPARSED
+
+
+def _fits_type(value: Any, schema: dict[str, Any]) -> bool:
+    """Whether `value` has a type the schema allows (its `type`, or one of its `enum`)."""
+    if "enum" in schema and "type" not in schema:
+        return any(type(value) is type(v) and value == v for v in schema["enum"])
+    types = schema.get("type")
+    if types is None:
+        return False
+    checker = _CheckingValidator(schema)
+    return any(checker.is_type(value, t) for t in ([types] if isinstance(types, str) else types))
+
+
+def coerce(value: Any, schema: dict[str, Any]) -> Any:
+    """Turn command-line strings into the type the schema asks for, where unambiguous.
+
+    A string that is already valid stays a string; otherwise it is parsed (int, float,
+    true/false, null, YAML list or mapping) and kept only if the result has an allowed
+    type, so `epochs="0"` becomes 0 (and fails on `minimum`), while `seeds=["a"]` or
+    `epochs="3.5"` stay strings and fail with the usual message naming key and value.
+    """
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: coerce(v, props[k]) if k in props else v for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [coerce(v, items) for v in value] if isinstance(items, dict) else value
+    if not isinstance(value, str) or _CheckingValidator(schema).is_valid(value):
+        return value
+    parsed = _parse_string(value)
+    if isinstance(parsed, (dict, list)) and _fits_type(parsed, schema):
+        return coerce(parsed, schema)
+    if parsed is not _UNPARSED and _fits_type(parsed, schema):
+        return parsed
+    return value
 
 
 def _key_path(error: ValidationError) -> str:
@@ -107,7 +171,9 @@ def validate(config: dict[str, Any] | None) -> dict[str, Any]:
     config = copy.deepcopy(config or {})
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
-    validator = _DefaultFillingValidator(load_schema())
+    schema = load_schema()
+    config = coerce(config, schema)  # `--config seeds=[0,1]` hands over ["0", "1"]
+    validator = _DefaultFillingValidator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), e.path))
     if errors:
         # The deepest, most specific error first; one line only.
@@ -202,6 +268,30 @@ def effective_train(config: dict[str, Any], choice: DatasetChoice) -> dict[str, 
     if choice.source == "demo":
         train.update(config["dataset"]["demo"]["train"])
     return train
+
+
+PIP_ALTERNATIVE = "pip install -e . && snakemake --cores all"
+
+
+def missing_conda(
+    deployment_methods: Iterable[Any], which: Callable[[str], str | None] = shutil.which
+) -> str | None:
+    """The one-line problem when `--use-conda`/`--sdm conda` is asked for without conda.
+
+    Snakemake 9 runs `conda` itself (mamba alone is not enough) and, without it, fails
+    only later with "Error running conda info". `deployment_methods` is
+    `workflow.deployment_settings.deployment_method` (a set of DeploymentMethod).
+    """
+    names = {str(getattr(m, "name", m)).lower() for m in deployment_methods}
+    if "conda" not in names or which("conda"):
+        return None
+    mamba = " (mamba is, but Snakemake 9 calls conda itself)" if which("mamba") else ""
+    return (
+        f"--use-conda (--sdm conda) needs the `conda` command, which is not on PATH{mamba}: "
+        "install Miniforge (https://conda-forge.org/download/) and run "
+        "`snakemake --cores 1 --use-conda` again, or run without conda: "
+        f"`{PIP_ALTERNATIVE}`"
+    )
 
 
 def cuda_hint() -> bool:

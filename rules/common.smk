@@ -5,6 +5,9 @@ import sys
 
 from attnbench import config as cfg
 
+if _no_conda := cfg.missing_conda(workflow.deployment_settings.deployment_method):
+    sys.exit(f"Error: {_no_conda}")  # not Snakemake's later "Error running conda info"
+
 try:
     _validated = cfg.validate(config)
 except cfg.ConfigError as _error:

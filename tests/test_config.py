@@ -107,3 +107,95 @@ def test_demo_overrides_training_scale_only_on_the_demo():
 
 def test_canonical_params_are_stable():
     assert config.canonical({"b": 1, "a": [2, 3]}) == config.canonical({"a": [2, 3], "b": 1})
+
+
+# --------------------------------------------------------------------------- #
+# `--config` overrides: Snakemake hands list items and nested values over as strings.
+
+
+@pytest.mark.parametrize(
+    ("override", "path", "expected"),
+    [
+        ({"seeds": ["0", "1", "2", "3", "4"]}, ("seeds",), [0, 1, 2, 3, 4]),
+        ({"seeds": "[0, 1]"}, ("seeds",), [0, 1]),
+        ({"train": {"epochs": "3"}}, ("train", "epochs"), 3),
+        ({"train": "{epochs: 3, amp: false}"}, ("train", "amp"), False),
+        ({"train": {"amp": "False"}}, ("train", "amp"), False),
+        ({"train": {"amp": "true"}}, ("train", "amp"), True),
+        ({"train": {"lr0": "1e-3"}}, ("train", "lr0"), 0.001),
+        ({"train": {"lr0": "2"}}, ("train", "lr0"), 2),
+        ({"train": {"cache": "false"}}, ("train", "cache"), False),
+        ({"train": {"cache": "ram"}}, ("train", "cache"), "ram"),
+        ({"train": {"device": "0"}}, ("train", "device"), "0"),  # a string in the schema
+        ({"flash_attn": {"max_jobs": "8"}}, ("flash_attn", "max_jobs"), 8),
+        ({"flash_attn": {"max_jobs": "auto"}}, ("flash_attn", "max_jobs"), "auto"),
+        ({"flash_attn": {"version": "2.8.3"}}, ("flash_attn", "version"), "2.8.3"),
+        (
+            {"dataset": {"demo": {"train": {"imgsz": "64"}}}},
+            ("dataset", "demo", "train", "imgsz"),
+            64,
+        ),
+        ({"kernels": {"seq_lens": ["64", "256"]}}, ("kernels", "seq_lens"), [64, 256]),
+        ({"report": {"title": "2026"}}, ("report", "title"), "2026"),
+    ],
+)
+def test_command_line_strings_are_coerced_to_the_schema_type(override, path, expected):
+    value = config.validate(override)
+    for key in path:
+        value = value[key]
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"seeds": ["0", "a"]}, 'config value seeds.1 = "a" is invalid'),
+        ({"seeds": ["1.0"]}, 'config value seeds.0 = "1.0" is invalid'),  # not an integer
+        ({"seeds": "0"}, 'config value seeds = "0" is invalid'),  # a list is written [0]
+        ({"train": {"epochs": "3.5"}}, 'config value train.epochs = "3.5" is invalid'),
+        ({"train": {"epochs": "0"}}, "config value train.epochs = 0 is invalid"),  # minimum
+        ({"train": {"amp": "yes"}}, 'config value train.amp = "yes" is invalid'),
+        ({"train": {"cache": "true"}}, "config value train.cache = "),
+        ({"train": "{epochs: 3"}, 'config value train = "{epochs: 3" is invalid'),
+        ({"train": {"optimizer": "adamw"}}, "allowed: SGD, Adam, AdamW"),
+    ],
+)
+def test_uncoercible_strings_fail_in_one_line_naming_key_and_value(override, message):
+    with pytest.raises(config.ConfigError) as info:
+        config.validate(override)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_config_file_value_of_the_right_type_is_left_alone():
+    assert config.coerce({"seeds": [0, 1]}, config.load_schema()) == {"seeds": [0, 1]}
+    assert config.coerce({"unknown": "3"}, config.load_schema()) == {"unknown": "3"}
+
+
+# --------------------------------------------------------------------------- #
+# --use-conda without conda
+
+
+def test_use_conda_without_conda_names_what_is_missing_and_the_pip_way():
+    def which(_name):
+        return None
+
+    message = config.missing_conda({"conda"}, which=which)
+    assert message is not None and "\n" not in message
+    assert "`conda` command, which is not on PATH" in message
+    assert config.PIP_ALTERNATIVE in message
+
+
+def test_mamba_alone_is_named_as_not_enough():
+    message = config.missing_conda({"conda"}, which=lambda n: "/x/mamba" if n == "mamba" else None)
+    assert "mamba is, but Snakemake 9 calls conda itself" in message
+
+
+def test_conda_check_passes_with_conda_or_without_use_conda():
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    assert config.missing_conda({DeploymentMethod.CONDA}, which=lambda n: f"/x/{n}") is None
+    assert config.missing_conda(frozenset(), which=lambda n: None) is None
+    assert config.missing_conda({DeploymentMethod.APPTAINER}, which=lambda n: None) is None
+    assert config.missing_conda({DeploymentMethod.CONDA}, which=lambda n: None) is not None
