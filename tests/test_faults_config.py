@@ -7,10 +7,12 @@ that names the key, no traceback, and no results/ folder. The CLIs run concurren
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from faults_helpers import clean_env, lines_with, run_all, workdir
+from workflow_helpers import planned_jobs
 
 from attnbench import config
 
@@ -175,3 +177,106 @@ def test_local_fingerprint_follows_every_file(tmp_path: Path) -> None:
     zipped = config.local_fingerprint(archive)
     archive.write_bytes(b"PK\x03\x04")
     assert config.local_fingerprint(archive) != zipped
+
+
+# --------------------------------------------------------------------------- #
+# `--config` overrides through the real CLI. Snakemake 9 parses `key=value` itself:
+# top-level numbers and true/false arrive typed, but list items and nested values
+# arrive as strings (`seeds=[0,1]` -> ["0", "1"]); validate() coerces them.
+
+#: case -> (--config values, exit code 0?, what the output must show)
+OVERRIDES = {
+    "list of seeds": (["seeds=[0,1,2,3,4]"], True, "seeds"),
+    "list of backends": (["backends=[eager,sdpa]", "seeds=[7]"], True, "backends"),
+    "nested integer and boolean": (["train={epochs: 3, amp: false, workers: 0}"], True, ""),
+    "nested number": (["analysis={tost_margin: 0.02, alpha: 0.1}"], True, ""),
+    "deeply nested": (["dataset={source: demo, demo: {train: {imgsz: 64}}}"], True, ""),
+    "nested list": (["kernels={dtypes: [float32], seq_lens: [64]}"], True, ""),
+    "nested integer too small": (
+        ["train={epochs: 0}"],
+        False,
+        "Config error: config value train.epochs = 0 is invalid: 0 is less than the minimum of 1",
+    ),
+    "nested boolean misspelt": (
+        ["train={amp: maybe}"],
+        False,
+        'Config error: config value train.amp = "maybe" is invalid',
+    ),
+    "nested number out of range": (
+        ["analysis={alpha: 2}"],
+        False,
+        "Config error: config value analysis.alpha = 2 is invalid",
+    ),
+    "seed not a number": (
+        ["seeds=[0,x]"],
+        False,
+        'Config error: config value seeds.1 = "x" is invalid',
+    ),
+}
+
+
+def _without_conda() -> dict[str, str]:
+    """clean_env() with every PATH folder that holds a `conda` or `mamba` left out."""
+    env = clean_env()
+    folders = env.get("PATH", "").split(os.pathsep)
+    keep = [f for f in folders if not any((Path(f) / n).exists() for n in ("conda", "mamba"))]
+    env["PATH"] = os.pathsep.join(keep)
+    return env
+
+
+@pytest.fixture(scope="module")
+def override_outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
+    base = tmp_path_factory.mktemp("config-overrides")
+    jobs = {}
+    for name, (values, _, _) in OVERRIDES.items():
+        work = workdir(base / name.replace(" ", "-"), {"dataset": {"source": "demo"}})
+        jobs[name] = (work, ("-n", "--config", *values), clean_env())
+    # A dotted key is not Snakemake 9 syntax: it fails in Snakemake's own parser.
+    dotted = workdir(base / "dotted", {})
+    jobs["dotted key"] = (dotted, ("-n", "--config", "train.epochs=3"), clean_env())
+    for flag in (("--use-conda",), ("--sdm", "conda")):
+        work = workdir(base / ("no-conda" + "-".join(flag)), {})
+        jobs[" ".join(flag)] = (work, ("-n", *flag), _without_conda())
+    return run_all(jobs, timeout=240)
+
+
+@pytest.mark.parametrize("case", list(OVERRIDES))
+def test_config_override_through_the_cli(override_outcomes, case: str) -> None:
+    rc, out = override_outcomes[case]
+    _, ok, expected = OVERRIDES[case]
+    assert "Traceback" not in out, out[-3000:]
+    if ok:
+        assert rc == 0, out[-3000:]
+        assert not lines_with(out, "Config error") and "Building DAG" in out
+    else:
+        assert rc != 0
+        errors = lines_with(out, "Config error:")
+        assert len(errors) == 1 and expected in errors[0], out[-3000:]
+        assert "Building DAG" not in out
+
+
+def test_list_overrides_reach_the_plan(override_outcomes) -> None:
+    """seeds=[0,1,2,3,4] plans five seeds per backend; backends=[eager,sdpa] plans two."""
+    _, out = override_outcomes["list of seeds"]
+    trains = [w for rule, w in planned_jobs(out) if rule == "train"]
+    assert sorted({w["seed"] for w in trains}) == ["0", "1", "2", "3", "4"]
+    _, out = override_outcomes["list of backends"]
+    trains = [w for rule, w in planned_jobs(out) if rule == "train"]
+    assert sorted((w["backend"], w["seed"]) for w in trains) == [("eager", "7"), ("sdpa", "7")]
+
+
+def test_dotted_config_key_is_rejected_by_snakemake(override_outcomes) -> None:
+    """Snakemake 9 has no `--config a.b=1`; the README shows `train='{epochs: 3}'` instead."""
+    rc, out = override_outcomes["dotted key"]
+    assert rc != 0
+    assert "Config entry must start with a valid identifier" in out
+
+
+@pytest.mark.parametrize("flag", ["--use-conda", "--sdm conda"])
+def test_use_conda_without_conda_stops_in_one_line(override_outcomes, flag: str) -> None:
+    rc, out = override_outcomes[flag]
+    assert rc != 0
+    errors = lines_with(out, "Error: --use-conda (--sdm conda) needs the `conda` command")
+    assert len(errors) == 1, out[-3000:]
+    assert "pip install -e . && snakemake --cores all" in errors[0]
+    assert "Error running conda info" not in out and "Traceback" not in out
