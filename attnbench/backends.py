@@ -1,8 +1,11 @@
 """The attention backends: one registry entry per backend.
 
-Each entry holds what can run it (an availability check that really runs the
-kernel once), how to call it, and the ops/kernels that prove it ran. A backend
-that cannot run is reported unavailable with the reason; nothing is ever
+Each entry holds everything known about one backend: what can run it (an
+availability check that really runs the kernel once), how to call it, the global
+state it needs while it runs (`activate`: e.g. `sdpa_kernel` for a forced SDPA
+kernel), the ops/kernels that prove it ran, and the workflow facts of
+`attnbench.backendinfo` (package, conda env, whether it materialises N x N scores).
+A backend that cannot run is reported unavailable with the reason; nothing is ever
 substituted under its name (the seed study's fatal flaw).
 
 Every attention function takes q, k, v in SDPA layout (B, heads, N, head_dim)
@@ -22,28 +25,21 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from attnbench import backendinfo, host
+from attnbench import signatures as sig
+from attnbench.scriptutil import UserError
+from attnbench.signatures import Signature
+
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-@dataclass(frozen=True)
-class Signature:
-    """Regexes over profiler names that prove which kernel ran.
+class BackendUnavailableError(UserError):
+    """The backend cannot run here (or does not exist); the message says why and the fix.
 
-    Every pattern in a `*_ops`/`*_kernels` tuple must match at least one recorded
-    name; no recorded op or kernel may match a `forbidden` pattern. Kernel
-    patterns apply on CUDA only (a CPU has no kernels to list).
+    A UserError, so a job that stops for it ends with this one line, not a traceback.
     """
-
-    fwd_ops: tuple[str, ...] = ()
-    bwd_ops: tuple[str, ...] = ()
-    fwd_kernels: tuple[str, ...] = ()
-    bwd_kernels: tuple[str, ...] = ()
-    forbidden: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, list[str]]:
-        return {k: list(v) for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)
@@ -55,16 +51,21 @@ class Backend:
     half_only_on: tuple[str, ...] = ()  # device types where it needs fp16/bf16
     package: str | None = None  # import needed before it can run
     signatures: dict[str, Signature] = field(default_factory=dict)  # by device type
+    # Global state it needs while it runs, entered once per run (training, benchmark),
+    # never per call: e.g. sdpa_kernel(...) for a forced SDPA kernel.
     activate: Callable[[], contextlib.AbstractContextManager] | None = None
     # Fused kernels need q/k/v with a contiguous last dim. YOLO12's qkv comes from a
     # conv in (B, C, H, W) layout, so its channels are strided unless copied.
     contiguous_qkv: bool = True
+    materializes_scores: bool = False  # holds N x N scores (memory estimate of the benchmark)
+    conda_env: str = "torch"  # envs/<conda_env>.yaml
+    flash_build: bool = False  # uses the wheel of rule build_flash_attn
 
     def signature(self, device_type: str) -> Signature:
         return self.signatures.get(device_type, Signature())
 
     def context(self) -> contextlib.AbstractContextManager:
-        """Global state the backend needs while it runs (e.g. FA3 activation)."""
+        """Enter the global state the backend needs (see `activate`); nothing for most."""
         return self.activate() if self.activate else contextlib.nullcontext()
 
 
@@ -82,19 +83,8 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """PyTorch's default SDPA dispatch (on an H100 with torch >= 2.9 that is cuDNN)."""
+    """SDPA; which kernel runs is decided by the `sdpa_kernel` context the backend entered."""
     return F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
-
-
-def forced_sdpa(backend: SDPBackend) -> AttentionFn:
-    """SDPA restricted to one kernel: it runs that kernel or raises, never another."""
-
-    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
-
-    attention.__name__ = f"sdpa_{backend.name.lower()}"
-    return attention
 
 
 def flash_attn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -116,228 +106,116 @@ def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     return _compiled_flex()(q, k, v).transpose(1, 2)
 
 
+def forced(kernel: SDPBackend) -> Callable[[], contextlib.AbstractContextManager]:
+    """SDPA restricted to one kernel: it runs that kernel or raises, never another."""
+    return functools.partial(sdpa_kernel, kernel)
+
+
 @contextlib.contextmanager
 def _flash_impl(impl: str) -> Iterator[None]:
+    """SDPA's flash kernel with PyTorch's `impl` ("FA3"/"FA4") activated in its place.
+
+    Re-entrant: an inner use (an availability check inside a benchmark) leaves the
+    outer activation in place.
+    """
     from torch.nn import attention
 
-    attention.activate_flash_attention_impl(impl)
-    try:
-        yield
-    finally:
-        attention.restore_flash_attention_impl()
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        if attention.current_flash_attention_impl() == impl:
+            yield
+            return
+        attention.activate_flash_attention_impl(impl)
+        try:
+            yield
+        finally:
+            attention.restore_flash_attention_impl()
 
 
 # --------------------------------------------------------------------------- #
-# Kernel signatures
-
-_SDPA_FUSED = r"aten::_scaled_dot_product_(flash|efficient|cudnn)_attention"
-_FUSED_KERNELS = (
-    r"pytorch_flash::|fmha_cutlass|(?<!pytorch_)flash::flash_|cudnn.*sdpa|sdpa.*(fprop|bprop)"
-)
-_MATH_BWD = (r"(Bmm|Mm|Matmul)Backward", r"SoftmaxBackward")
-
-SIGNATURES: dict[str, dict[str, Signature]] = {
-    "eager": {
-        "cpu": Signature(
-            fwd_ops=(r"^aten::(matmul|bmm)$", r"^aten::(_)?softmax$"),
-            bwd_ops=_MATH_BWD,
-            forbidden=(r"scaled_dot_product", _FUSED_KERNELS),
-        ),
-        "cuda": Signature(
-            fwd_ops=(r"^aten::(matmul|bmm)$", r"^aten::(_)?softmax$"),
-            bwd_ops=_MATH_BWD,
-            fwd_kernels=(r"(?i)gemm|cutlass|sm90_xmma|ampere|nvjet", r"(?i)softmax"),
-            forbidden=(r"scaled_dot_product", _FUSED_KERNELS),
-        ),
-    },
-    "sdpa": {
-        # Default dispatch: any SDPA implementation; the one chosen is recorded.
-        "cpu": Signature(fwd_ops=(r"^aten::scaled_dot_product_attention$",)),
-        "cuda": Signature(fwd_ops=(r"^aten::scaled_dot_product_attention$",)),
-    },
-    "sdpa_math": {
-        "cpu": Signature(
-            fwd_ops=(r"^aten::_scaled_dot_product_attention_math$",),
-            bwd_ops=_MATH_BWD,
-            forbidden=(_SDPA_FUSED, r"flash_attention_for_cpu", _FUSED_KERNELS),
-        ),
-        "cuda": Signature(
-            fwd_ops=(r"^aten::_scaled_dot_product_attention_math$",),
-            bwd_ops=_MATH_BWD,
-            forbidden=(_SDPA_FUSED, _FUSED_KERNELS),
-        ),
-    },
-    "sdpa_flash": {
-        "cpu": Signature(
-            fwd_ops=(r"^aten::_scaled_dot_product_flash_attention_for_cpu$",),
-            bwd_ops=(
-                r"flash_attention_for_cpu_backward|ScaledDotProductFlashAttentionForCpuBackward",
-            ),
-            forbidden=(
-                r"_scaled_dot_product_attention_math",
-                r"efficient_attention|cudnn_attention",
-            ),
-        ),
-        "cuda": Signature(
-            fwd_ops=(r"^aten::_scaled_dot_product_flash_attention$",),
-            bwd_ops=(
-                r"_scaled_dot_product_flash_attention_backward|ScaledDotProductFlashAttentionBackward",
-            ),
-            fwd_kernels=(r"pytorch_flash::flash_fwd",),
-            bwd_kernels=(r"pytorch_flash::flash_bwd",),
-            forbidden=(r"_scaled_dot_product_attention_math", r"fmha_cutlass", r"cudnn_attention"),
-        ),
-    },
-    "sdpa_efficient": {
-        "cuda": Signature(
-            fwd_ops=(r"^aten::_scaled_dot_product_efficient_attention$",),
-            bwd_ops=(r"efficient_attention_backward|ScaledDotProductEfficientAttentionBackward",),
-            fwd_kernels=(r"fmha_cutlassF",),
-            bwd_kernels=(r"fmha_cutlassB",),
-            forbidden=(
-                r"_scaled_dot_product_attention_math",
-                r"pytorch_flash::",
-                r"cudnn_attention",
-            ),
-        ),
-    },
-    "sdpa_cudnn": {
-        "cuda": Signature(
-            fwd_ops=(r"^aten::_scaled_dot_product_cudnn_attention$",),
-            bwd_ops=(r"cudnn_attention_backward|ScaledDotProductCudnnAttentionBackward",),
-            forbidden=(
-                r"_scaled_dot_product_attention_math",
-                r"pytorch_flash::",
-                r"fmha_cutlass",
-                r"_scaled_dot_product_(flash|efficient)_attention",
-            ),
-        ),
-    },
-    "flash_attn": {
-        "cuda": Signature(
-            fwd_ops=(r"flash_attn::_flash_attn_forward|FlashAttnFunc",),
-            bwd_ops=(r"flash_attn::_flash_attn_backward|FlashAttnFuncBackward",),
-            fwd_kernels=(r"(?<!pytorch_)flash::flash_fwd",),
-            bwd_kernels=(r"(?<!pytorch_)flash::flash_bwd",),
-            forbidden=(r"scaled_dot_product", r"pytorch_flash::", r"fmha_cutlass"),
-        ),
-    },
-    "fa3": {
-        "cuda": Signature(
-            fwd_ops=(r"^aten::_scaled_dot_product_flash_attention$",),
-            forbidden=(r"pytorch_flash::flash_fwd", r"fmha_cutlass", r"cudnn_attention"),
-        ),
-    },
-    "fa4": {
-        "cuda": Signature(
-            fwd_ops=(r"^aten::_scaled_dot_product_flash_attention$",),
-            forbidden=(r"pytorch_flash::flash_fwd", r"fmha_cutlass", r"cudnn_attention"),
-        ),
-    },
-    "flex": {
-        "cuda": Signature(
-            fwd_kernels=(r"triton_tem_fused|flex",),
-            forbidden=(r"scaled_dot_product", r"pytorch_flash::", r"fmha_cutlass"),
-        ),
-    },
-}
+# The registry
 
 
-def _entry(name: str, description: str, fn: AttentionFn, devices, **kw) -> Backend:
-    return Backend(name, description, fn, tuple(devices), signatures=SIGNATURES[name], **kw)
+def _entry(name: str, fn: AttentionFn, devices, signatures, **kw) -> Backend:
+    info = backendinfo.INFO[name]
+    facts = ("package", "conda_env", "flash_build", "materializes_scores")
+    return Backend(
+        name, info.description, fn, tuple(devices), signatures=signatures,
+        **{f: getattr(info, f) for f in facts}, **kw,
+    )  # fmt: skip
 
 
 REGISTRY: dict[str, Backend] = {
     b.name: b
     for b in [
-        _entry(
-            "eager",
-            "Ultralytics' stock AAttn (matmul, softmax, matmul)",
-            eager_attention,
-            ["cpu", "cuda"],
-            contiguous_qkv=False,
-        ),
-        _entry(
-            "sdpa",
-            "F.scaled_dot_product_attention, default dispatch",
-            sdpa_attention,
-            ["cpu", "cuda"],
-        ),
+        _entry("eager", eager_attention, ["cpu", "cuda"], sig.EAGER, contiguous_qkv=False),
+        _entry("sdpa", sdpa_attention, ["cpu", "cuda"], sig.SDPA),
         _entry(
             "sdpa_math",
-            "SDPA forced to the math kernel",
-            forced_sdpa(SDPBackend.MATH),
+            sdpa_attention,
             ["cpu", "cuda"],
+            sig.SDPA_MATH,
+            activate=forced(SDPBackend.MATH),
         ),
         _entry(
             "sdpa_efficient",
-            "SDPA forced to memory-efficient attention (xFormers/CUTLASS)",
-            forced_sdpa(SDPBackend.EFFICIENT_ATTENTION),
+            sdpa_attention,
             ["cuda"],
+            sig.SDPA_EFFICIENT,
+            activate=forced(SDPBackend.EFFICIENT_ATTENTION),
         ),
         _entry(
             "sdpa_flash",
-            "SDPA forced to PyTorch's built-in FlashAttention-2",
-            forced_sdpa(SDPBackend.FLASH_ATTENTION),
+            sdpa_attention,
             ["cpu", "cuda"],
+            sig.SDPA_FLASH,
             half_only_on=("cuda",),
+            activate=forced(SDPBackend.FLASH_ATTENTION),
         ),
         _entry(
             "sdpa_cudnn",
-            "SDPA forced to cuDNN attention",
-            forced_sdpa(SDPBackend.CUDNN_ATTENTION),
+            sdpa_attention,
             ["cuda"],
+            sig.SDPA_CUDNN,
             half_only_on=("cuda",),
+            activate=forced(SDPBackend.CUDNN_ATTENTION),
         ),
         _entry(
-            "flash_attn",
-            "Dao-AILab flash-attn 2 (flash_attn_func)",
-            flash_attn_attention,
-            ["cuda"],
-            half_only_on=("cuda",),
-            package="flash_attn",
+            "flash_attn", flash_attn_attention, ["cuda"], sig.FLASH_ATTN, half_only_on=("cuda",)
         ),
         _entry(
             "fa3",
-            "SDPA flash with FlashAttention-3 activated (prototype)",
-            forced_sdpa(SDPBackend.FLASH_ATTENTION),
+            sdpa_attention,
             ["cuda"],
+            sig.FA3,
             half_only_on=("cuda",),
             activate=functools.partial(_flash_impl, "FA3"),
         ),
         _entry(
             "fa4",
-            "SDPA flash with FlashAttention-4 activated (prototype)",
-            forced_sdpa(SDPBackend.FLASH_ATTENTION),
+            sdpa_attention,
             ["cuda"],
+            sig.FA4,
             half_only_on=("cuda",),
             activate=functools.partial(_flash_impl, "FA4"),
         ),
-        _entry("flex", "FlexAttention, compiled with torch.compile", flex_attention, ["cuda"]),
+        _entry("flex", flex_attention, ["cuda"], sig.FLEX),
     ]
 }
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run here; the message says why and what would fix it."""
 
 
 def get(name: str) -> Backend:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise BackendUnavailable(
+        raise BackendUnavailableError(
             f"unknown backend {name!r}: choose one of {', '.join(REGISTRY)}"
         ) from None
-
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def kernel_dtype(device: torch.device, amp: bool, cast: str = "none") -> torch.dtype:
     """The dtype attention sees in training: fp16 under CUDA AMP, a cast if asked, else fp32."""
     if cast != "none":
-        return DTYPES[cast]
+        return host.torch_dtype(cast)
     if device.type == "cuda" and amp:
         return torch.float16
     return torch.float32
@@ -350,8 +228,9 @@ def needs_cast(backend: Backend, device: torch.device, dtype: torch.dtype) -> bo
 def check(name: str, device: torch.device, dtype: torch.dtype, head_dim: int = 32) -> str | None:
     """Return why `name` cannot run on `device` at `dtype`, or None when it can.
 
-    The last step runs the kernel once, forward and backward, on random data:
-    availability is observed, not inferred from version numbers.
+    The last step runs the kernel once, forward and backward, on random data inside
+    the backend's `activate` context: availability is observed, not inferred from
+    version numbers.
     """
     backend = get(name)
     if device.type not in backend.devices:
@@ -366,7 +245,7 @@ def check(name: str, device: torch.device, dtype: torch.dtype, head_dim: int = 3
     if needs_cast(backend, device, dtype):
         return (
             f"{name} needs fp16/bf16 on {device.type} but attention runs in "
-            f"{str(dtype).removeprefix('torch.')}: set train.amp: true or train.cast: fp16|bf16"
+            f"{host.dtype_name(dtype)}: set train.amp: true or train.cast: fp16|bf16"
         )
     try:
         with backend.context(), torch.enable_grad():
@@ -376,11 +255,10 @@ def check(name: str, device: torch.device, dtype: torch.dtype, head_dim: int = 3
             )
             out = backend.fn(q, k, v)
             out.float().sum().backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            host.synchronize(device)
     except Exception as exc:  # the kernel's own refusal is the reason
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"{name} failed a test call on {device.type} {str(dtype).removeprefix('torch.')}: {first}"
+        return f"{name} failed a test call on {device.type} {host.dtype_name(dtype)}: {first}"
     return None
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.profiler import record_function
 
-from attnbench import backends
+from attnbench import backends, host
 
 REGION = "attnbench::attention"
 
@@ -42,14 +42,12 @@ class ActiveBackend:
         if self.cast is not None and given != self.cast:
             q, k, v = q.to(self.cast), k.to(self.cast), v.to(self.cast)
         elif backends.needs_cast(self.backend, q.device, given):
-            raise backends.BackendUnavailable(
+            raise backends.BackendUnavailableError(
                 f"{self.backend.name} needs fp16/bf16 on {q.device.type} but attention got "
-                f"{str(given).removeprefix('torch.')}: set train.amp: true or train.cast: fp16|bf16"
+                f"{host.dtype_name(given)}: set train.amp: true or train.cast: fp16|bf16"
             )
         B, h, N, d = q.shape
-        self.calls[
-            (str(q.dtype).removeprefix("torch."), str(given).removeprefix("torch."), B, h, N, d)
-        ] += 1
+        self.calls[(host.dtype_name(q.dtype), host.dtype_name(given), B, h, N, d)] += 1
         with record_function(REGION):
             out = self.backend.fn(q, k, v)
         return out if out.dtype == given else out.to(given)
@@ -97,7 +95,11 @@ def _aattn_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def use_backend(name: str, cast: str = "none") -> Iterator[ActiveBackend]:
-    """Run every YOLO12 AAttn through backend `name` inside the block; restore on exit."""
+    """Run every YOLO12 AAttn through backend `name` inside the block; restore on exit.
+
+    The backend's `activate` context (e.g. `sdpa_kernel` of a forced SDPA kernel) is
+    entered here, once for the whole block, not per attention call.
+    """
     global _ACTIVE
     from ultralytics.nn.modules.block import AAttn
 
@@ -105,7 +107,7 @@ def use_backend(name: str, cast: str = "none") -> Iterator[ActiveBackend]:
         raise RuntimeError(
             f"backend {_ACTIVE.backend.name!r} is already active; contexts do not nest"
         )
-    active = ActiveBackend(backends.get(name), None if cast == "none" else backends.DTYPES[cast])
+    active = ActiveBackend(backends.get(name), None if cast == "none" else host.torch_dtype(cast))
     original = AAttn.forward
     with active.backend.context():
         AAttn.forward = _aattn_forward

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from attnbench.backends import Signature
+from attnbench import host
 from attnbench.patch import REGION
+from attnbench.signatures import Signature
 
 
-class ProvenanceMismatch(RuntimeError):
+class ProvenanceMismatchError(RuntimeError):
     """The profiled ops/kernels are not those of the requested backend."""
 
 
@@ -125,8 +126,7 @@ def profile_steps(step: Callable[[], None], steps: int, device: torch.device) ->
     with profile(activities=activities, record_shapes=False) as prof:
         for _ in range(steps):
             step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        host.synchronize(device)
     return collect(prof.events())
 
 

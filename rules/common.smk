@@ -3,6 +3,7 @@
 
 import sys
 
+from attnbench import backendinfo
 from attnbench import config as cfg
 
 if _no_conda := cfg.missing_conda(workflow.deployment_settings.deployment_method):
@@ -54,10 +55,8 @@ def dataset_spec():
 
 
 def flash_attn_env(wildcards):
-    """The flash-attn build status, needed only by the flash_attn backend's jobs."""
-    if wildcards.backend == "flash_attn":
-        return "results/env/flash_attn.json"
-    return []
+    """The flash-attn build status, for backends whose jobs use the built wheel."""
+    return backendinfo.flash_attn_input(wildcards.backend)
 
 
 def train_runs(filename):
@@ -74,7 +73,5 @@ def per_backend(pattern):
 
 
 def backend_conda_env(wildcards):
-    """flash_attn jobs run in the env that ships conda-forge's flash-attn."""
-    if wildcards.backend == "flash_attn":
-        return "../envs/flash-attn.yaml"
-    return "../envs/torch.yaml"
+    """The conda env a backend's jobs run in (flash_attn's ships conda-forge's flash-attn)."""
+    return backendinfo.conda_env_file(wildcards.backend)

@@ -1,4 +1,5 @@
-"""The registry, the class-level patch and its restore, parity and provenance on CPU."""
+"""The registry and its torch-free names, the class-level patch and its restore, parity
+and provenance on CPU; the FA3/FA4 signatures against recorded kernel names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from ultralytics.nn.modules.block import AAttn
 
-from attnbench import backends, parity, provenance
+from attnbench import backendinfo, backends, config, parity, provenance, signatures
 from attnbench.patch import use_backend
 
 CPU = torch.device("cpu")
@@ -25,6 +26,82 @@ def test_every_entry_has_a_signature_per_device_it_supports():
             assert device in backend.signatures, (backend.name, device)
 
 
+def test_registry_schema_and_torch_free_names_agree():
+    assert tuple(backends.REGISTRY) == backendinfo.NAMES
+    assert config.load_schema()["properties"]["backends"]["items"]["enum"] == list(
+        backendinfo.NAMES
+    )
+    for name, info in backendinfo.INFO.items():
+        entry = backends.REGISTRY[name]
+        assert (entry.description, entry.package, entry.conda_env, entry.flash_build) == (
+            info.description, info.package, info.conda_env, info.flash_build
+        )  # fmt: skip
+    assert backendinfo.conda_env_file("flash_attn") == "../envs/flash-attn.yaml"
+    assert backendinfo.conda_env_file("sdpa") == "../envs/torch.yaml"
+    assert backendinfo.flash_attn_input("flash_attn") == "results/env/flash_attn.json"
+    assert backendinfo.flash_attn_input("fa3") == []
+
+
+def test_backendinfo_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, attnbench.backendinfo; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_forced_sdpa_kernels_are_selected_by_the_record_not_per_call():
+    for name in ("sdpa_math", "sdpa_efficient", "sdpa_flash", "sdpa_cudnn", "fa3", "fa4"):
+        entry = backends.REGISTRY[name]
+        assert entry.fn is backends.sdpa_attention and entry.activate is not None, name
+    q = torch.randn(1, 2, 16, 8)
+    with torch.profiler.profile() as prof, backends.REGISTRY["sdpa_math"].context():
+        backends.REGISTRY["sdpa_math"].fn(q, q, q)
+    assert any(e.name == "aten::_scaled_dot_product_attention_math" for e in prof.events())
+
+
+def _record(fwd_kernel: str, bwd_kernel: str) -> dict:
+    return {
+        "regions": 1,
+        "fwd_ops": {"aten::_scaled_dot_product_flash_attention": 1},
+        "fwd_kernels": {fwd_kernel: 1},
+        "bwd_ops": {"ScaledDotProductFlashAttentionBackward0": 1},
+        "bwd_kernels": {bwd_kernel: 1},
+    }
+
+
+# Kernel names as the profiler lists them (FA2: PyTorch's copy and Dao's flash-attn 2).
+FA2_TORCH = _record(
+    "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32>>",
+    "void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_params>",
+)
+FA2_DAO = _record(
+    "void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32>>",
+    "void flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_params>",
+)
+FA3_HOPPER = _record(
+    "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<...>>>",
+    "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnBwdSm90<...>>>",
+)
+FA4_CUTE = _record(
+    "kernel_cutlass_kernel_flash_attncuteflash_fwd_sm100FlashAttentionForwardSm100_object_at_",
+    "kernel_cutlass_kernel_flash_attncuteflash_bwd_sm100FlashAttentionBackwardSm100_object_at_",
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "own", "others"),
+    [("fa3", FA3_HOPPER, [FA2_TORCH, FA2_DAO, FA4_CUTE]),
+     ("fa4", FA4_CUTE, [FA2_TORCH, FA2_DAO, FA3_HOPPER])],
+)  # fmt: skip
+def test_fa3_and_fa4_need_their_own_kernels(name, own, others):
+    signature = backends.get(name).signature("cuda")
+    assert provenance.check(own, signature, "cuda") == []
+    for record in others:
+        assert provenance.check(record, signature, "cuda"), (name, record["fwd_kernels"])
+    assert provenance.check(FA2_TORCH, signatures.SDPA_FLASH["cuda"], "cuda") == []
+
+
 @pytest.mark.parametrize("name", CPU_BACKENDS)
 def test_cpu_backends_are_available_in_fp32(name):
     assert backends.check(name, CPU, torch.float32) is None
@@ -37,7 +114,7 @@ def test_cuda_only_backends_say_why_on_cpu(name):
 
 
 def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(backends.BackendUnavailable, match="unknown backend 'fast'"):
+    with pytest.raises(backends.BackendUnavailableError, match="unknown backend 'fast'"):
         backends.get("fast")
 
 
