@@ -30,6 +30,7 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnbench import host
 from attnbench.scriptutil import UserError
 
 LOG = logging.getLogger("attnbench.gpuslots")
@@ -46,7 +47,7 @@ _HELD: dict[Path, int] = {}
 _HELD_GUARD = threading.Lock()
 
 
-class SlotTimeout(UserError):
+class SlotTimeoutError(UserError):
     """No GPU slot became free within the timeout."""
 
 
@@ -106,19 +107,13 @@ def _nvidia_smi_devices() -> list[str] | None:
 
 
 def _nvml_devices() -> list[str] | None:
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # no driver: NVMLError_LibraryNotFound, _DriverNotLoaded, ...
+    pynvml = host.nvml()
+    if pynvml is None:
         return None
     try:
         return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
+    except Exception:
+        return None
 
 
 def visible_devices(environ: MutableMapping[str, str] | None = None) -> list[str]:
@@ -229,7 +224,7 @@ def acquire(
 
     `count` is the job's `resources.gpu` (0: nothing to do). `devices` replaces
     detection (tests); `timeout_s` (else $ATTNBENCH_GPU_SLOTS_TIMEOUT, else wait
-    forever) bounds the wait for a free slot, then raises SlotTimeout.
+    forever) bounds the wait for a free slot, then raises SlotTimeoutError.
     """
     env = os.environ if environ is None else environ
     if count <= 0:
@@ -273,7 +268,7 @@ def acquire(
         waited = now - start
         if timeout_s is not None and waited >= timeout_s:
             busy = "; ".join(f"{k}: {v}" for k, v in holders(paths).items())
-            raise SlotTimeout(
+            raise SlotTimeoutError(
                 f"no free GPU slot among {len(pool)} devices ({','.join(pool)}) after "
                 f"{waited:.0f} s (held: {busy or 'unknown'}); run Snakemake with "
                 f"--resources gpu=<number of GPUs> or raise {ENV_TIMEOUT}"

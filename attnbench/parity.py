@@ -10,14 +10,12 @@ from typing import Any
 
 import torch
 
-from attnbench import backends
+from attnbench import backends, host
 
 COLUMNS = [
     "backend", "status", "reason", "device", "dtype", "B", "heads", "N", "head_dim",
     "rel_err_out", "rel_err_dq", "rel_err_dk", "rel_err_dv", "threshold", "passed",
 ]  # fmt: skip
-
-DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _rel(x: torch.Tensor | None, ref: torch.Tensor) -> float:
@@ -69,7 +67,7 @@ def run(
     unique = sorted({(c["B"], c["heads"], c["N"], c["head_dim"]) for c in shapes})
     rows = []
     for dtype_name, threshold in thresholds.items():
-        dtype = DTYPE_NAMES[dtype_name]
+        dtype = host.torch_dtype(dtype_name)
         reason = backends.check(name, device, dtype, head_dim=unique[0][3] if unique else 32)
         for shape in unique:
             row = {

@@ -63,10 +63,12 @@ class NvmlDevice(Sampler):
 
     def __init__(self, pci_bus_id: str | None, index: int = 0, interval: float = 0.1) -> None:
         super().__init__(interval)
-        import pynvml
+        from attnbench import host
 
+        pynvml = host.nvml()
+        if pynvml is None:
+            raise RuntimeError("NVML is not available here")
         self._nvml = pynvml
-        pynvml.nvmlInit()
         if pci_bus_id:
             self.handle = pynvml.nvmlDeviceGetHandleByPciBusId(pci_bus_id.encode())
         else:
@@ -87,11 +89,6 @@ class NvmlDevice(Sampler):
             "gpu_util_median": statistics.median(util) if util else None,
             "gpu_util_samples": len(util),
         }
-
-    def stop(self) -> None:
-        super().stop()
-        with contextlib.suppress(Exception):
-            self._nvml.nvmlShutdown()
 
 
 def nvml_for(device) -> NvmlDevice | None:

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnbench import backends, provenance
+from attnbench import backends, host, provenance
+from attnbench.backends import BackendUnavailableError
 from attnbench.io import write_json
 from attnbench.patch import use_backend
 from attnbench.profiling import HostRSS, StepClock, nvml_for
-from attnbench.scriptutil import UserError
 
 LOG = logging.getLogger(__name__)
 
@@ -42,13 +42,6 @@ RESULT_COLUMNS = {
     "mAP50": "metrics/mAP50(B)",
     "mAP50_95": "metrics/mAP50-95(B)",
 }
-
-
-class BackendUnavailableError(UserError):
-    """Raised under `on_unavailable: fail`; the message names the backend and why.
-
-    A UserError, so the train job ends with this one line, not a traceback.
-    """
 
 
 def offline_ultralytics(config_dir: Path) -> None:
@@ -69,11 +62,6 @@ def _skip_amp_check(model) -> bool:
             "AMP stays as configured (train.amp)"
         )
     return on_cuda
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextlib.contextmanager
@@ -128,13 +116,13 @@ class RunRecorder:
         if self.nvml:
             self.nvml.start()
         self.rss.start()
-        _sync(self.device)
+        host.synchronize(self.device)
         self.loop_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer) -> None:
         trainer._oom_retries = 3  # no silent batch halving: an OOM is a result
         self.clock.epoch_start()
-        _sync(self.device)
+        host.synchronize(self.device)
         self._epoch_start = time.perf_counter()
         self._in_epoch = True
 
@@ -145,7 +133,7 @@ class RunRecorder:
         self.clock.batch_end()
 
     def on_train_epoch_end(self, trainer) -> None:
-        _sync(self.device)
+        host.synchronize(self.device)
         self.train_epoch_times.append(time.perf_counter() - self._epoch_start)
 
     def on_fit_epoch_end(self, trainer) -> None:
@@ -153,7 +141,7 @@ class RunRecorder:
             self.final_metrics = dict(trainer.metrics or {})
             return
         self._in_epoch = False
-        _sync(self.device)
+        host.synchronize(self.device)
         now = time.perf_counter()
         self.epoch_times.append(now - self._epoch_start)
         self.loop_end = now
@@ -222,10 +210,6 @@ def _results_metrics(results_csv: Path) -> dict[str, float]:
     if frame.empty:
         return {}
     return {col: float(frame[col].iloc[-1]) for col in RESULT_COLUMNS.values() if col in frame}
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def base_metrics(
@@ -317,7 +301,7 @@ def train_one(
         try:
             model.train(**args)
         except Exception as exc:
-            if not _is_oom(exc):
+            if not host.is_oom(exc):
                 raise
             status, reason = "oom", f"out of memory: {str(exc).splitlines()[0]}"
             LOG.error("%s seed %d ran out of memory: %s", backend, seed, reason)
@@ -327,7 +311,7 @@ def train_one(
 
     prov = recorder.provenance
     if prov is not None and not prov["matched"] and status == "ok":
-        raise provenance.ProvenanceMismatch(
+        raise provenance.ProvenanceMismatchError(
             f"{backend}: the profiled kernels do not match the backend: {'; '.join(prov['mismatch'])}"
         )
     final = recorder.final_metrics or _results_metrics(runs / "results.csv")

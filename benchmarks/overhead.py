@@ -73,9 +73,9 @@ def run_workflow(data_yaml: Path, train: dict, backend: str, seed: int, out: Pat
     """One training job as the workflow runs it; returns its clocks."""
     from ultralytics.engine.model import Model
 
-    from attnbench import envinfo, training
+    from attnbench import host, training
 
-    device = envinfo.select_device(train["device"])
+    device = host.select_device(train["device"])
     used: dict[str, Any] = {}
     original = Model.train
 
@@ -110,9 +110,9 @@ def run_bare(args: dict, device_spec: str, out: Path) -> dict:
     from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_module
 
-    from attnbench import envinfo, training
+    from attnbench import host, training
 
-    device = envinfo.select_device(device_spec)
+    device = host.select_device(device_spec)
     # Setup only, before the loop, as in train_one: offline settings, no AMP-check download.
     training.offline_ultralytics(out.parent / ".ultralytics")
     trainer_module.check_amp = training._skip_amp_check
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from attnbench import config as cfg
-    from attnbench import envinfo
+    from attnbench import envinfo, host
     from attnbench.datasets import demo, validate
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="attnbench-overhead-"))
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs, batch=args.batch, imgsz=args.imgsz, workers=args.workers,
         device=args.device,
     )  # fmt: skip
-    device = envinfo.select_device(args.device)
+    device = host.select_device(args.device)
     spec = {
         "data": str(data_yaml.resolve()),
         "train": train,

@@ -62,7 +62,7 @@ def test_sigkilled_holder_frees_its_slot(tmp_path: Path) -> None:
     try:
         assert ready.get(timeout=60) == ("7",)
         with (
-            pytest.raises(gpuslots.SlotTimeout, match="held: gpu7.lock: pid="),
+            pytest.raises(gpuslots.SlotTimeoutError, match="held: gpu7.lock: pid="),
             gpuslots.acquire(
                 devices=["7"], directory=tmp_path, timeout_s=0.3, poll_s=0.05, environ={}
             ),
@@ -87,7 +87,7 @@ def test_one_process_takes_distinct_slots_and_restores_env(tmp_path: Path) -> No
         with gpuslots.acquire(directory=tmp_path, environ=inner_env) as second:
             assert second.devices == ("5",)
         with (
-            pytest.raises(gpuslots.SlotTimeout),
+            pytest.raises(gpuslots.SlotTimeoutError),
             gpuslots.acquire(
                 devices=["4"], directory=tmp_path, timeout_s=0.1, poll_s=0.02, environ={}
             ),
@@ -168,7 +168,7 @@ def test_lock_dir_from_env_and_timeout_from_env(tmp_path: Path) -> None:
         assert f"pid={os.getpid()}" in slot.lock_paths[0].read_text()
         waiting = dict(env, ATTNBENCH_GPU_SLOTS_TIMEOUT="0.1")
         with (
-            pytest.raises(gpuslots.SlotTimeout, match="after 0 s"),
+            pytest.raises(gpuslots.SlotTimeoutError, match="after 0 s"),
             gpuslots.acquire(devices=["0"], poll_s=0.02, environ=waiting),
         ):
             pass
@@ -183,7 +183,7 @@ def test_waiting_logs_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     caplog.set_level("INFO", logger="attnbench.gpuslots")
     with (
         gpuslots.acquire(devices=["0"], directory=tmp_path, environ={}),
-        pytest.raises(gpuslots.SlotTimeout),
+        pytest.raises(gpuslots.SlotTimeoutError),
         gpuslots.acquire(
             devices=["0"],
             directory=tmp_path,
@@ -203,7 +203,7 @@ def _try_once(lock_dir: str, device: str, result: mp.Queue) -> None:
             devices=[device], directory=lock_dir, timeout_s=0.3, poll_s=0.05, environ={}
         ):
             result.put("acquired")
-    except gpuslots.SlotTimeout:
+    except gpuslots.SlotTimeoutError:
         result.put("busy")
 
 
@@ -212,7 +212,7 @@ def test_reporting_holders_does_not_drop_our_own_lock(tmp_path: Path) -> None:
     with gpuslots.acquire(devices=["4"], directory=tmp_path, environ={}) as slot:
         assert f"pid={os.getpid()}" in gpuslots.holders(slot.lock_paths)["gpu4.lock"]
         with (
-            pytest.raises(gpuslots.SlotTimeout, match=f"pid={os.getpid()}"),
+            pytest.raises(gpuslots.SlotTimeoutError, match=f"pid={os.getpid()}"),
             gpuslots.acquire(
                 devices=["4"], directory=tmp_path, timeout_s=0.1, poll_s=0.02, environ={}
             ),
