@@ -1,15 +1,17 @@
 """The kernel benchmark on CPU at tiny sizes: FLOP counting, rows and their columns,
-unavailable and skipped rows, the CSV contract, the CLI; timing on a GPU when present."""
+unavailable and skipped rows, the CSV contract, the backend's context entered once
+around the measurement; timing on a GPU when present."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
+import dataclasses
 
 import pytest
 import torch
 
-from attnbench import backends, kernelbench
+from attnbench import backends, envinfo, host, kernelbench, parity, shapes
 
 CPU = torch.device("cpu")
 SHAPES = {
@@ -34,13 +36,13 @@ TINY = {
 
 
 def test_flops_follow_the_stated_convention():
-    assert kernelbench.attention_flops(8, 4, 400, 32) == 4 * 8 * 4 * 400**2 * 32
-    p = kernelbench.Problem("model", "train", 8, 4, 400, 32)
+    assert shapes.attention_flops(8, 4, 400, 32) == 4 * 8 * 4 * 400**2 * 32
+    p = shapes.AttentionProblem("model", "train", 8, 4, 400, 32)
     assert p.fwdbwd_flops == 3.5 * p.fwd_flops  # backward counted as 2.5x forward
 
 
 def test_problems_dedupe_model_calls_then_sweep():
-    todo = kernelbench.problems(SHAPES, [1600, 400, 400])
+    todo = shapes.problems(SHAPES, [1600, 400, 400])
     assert [(p.kind, p.phase, p.B, p.N) for p in todo] == [
         ("model", "train", 4, 16),
         ("model", "val", 2, 16),
@@ -51,7 +53,7 @@ def test_problems_dedupe_model_calls_then_sweep():
 
 
 def test_views_are_aattn_layout():
-    p = kernelbench.Problem("model", "train", 2, 3, 5, 4)
+    p = shapes.AttentionProblem("model", "train", 2, 3, 5, 4)
     buf = torch.arange(2 * 5 * 3 * 12, dtype=torch.float32).view(2, 5, 36)
     q, k, v = kernelbench._views(buf, p, channels_last=True)
     assert q.shape == (2, 3, 5, 4) and q.stride(-1) == 1
@@ -86,14 +88,14 @@ def test_unavailable_backend_writes_rows_with_the_reason():
 
 
 def test_problem_over_half_the_free_memory_is_skipped(monkeypatch):
-    monkeypatch.setattr(kernelbench, "free_bytes", lambda device: 10_000)
+    monkeypatch.setattr(host, "free_bytes", lambda device: 10_000)
     rows = kernelbench.run("eager", SHAPES, TINY, CPU, matmul_peak=0.1)
     assert all(r["status"] == "skipped" for r in rows)
     assert "over 50% of the" in rows[0]["reason"]
 
 
 def test_materializing_backends_are_estimated_larger():
-    p = kernelbench.Problem("sweep", "sweep", 8, 4, 25600, 32)
+    p = shapes.AttentionProblem("sweep", "sweep", 8, 4, 25600, 32)
     math_bytes = kernelbench.estimate_bytes("sdpa_math", p, torch.float16, 2)
     fused_bytes = kernelbench.estimate_bytes("sdpa_flash", p, torch.float16, 2)
     assert math_bytes > 8 * 8 * 4 * 25600**2 * 2 > 100 * fused_bytes
@@ -120,44 +122,46 @@ def test_write_csv_has_the_design_columns(tmp_path):
     assert first["status"] == "unavailable" and first["fwd_ms"] == ""
 
 
-def test_cli_probe_parity_bench_and_table_on_cpu(tmp_path, capsys):
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "backends: [eager, sdpa_flash, sdpa_cudnn]\n"
-        "kernels: {cpu_seq_lens: [32], cpu_repeats: 2, dtypes: [float32]}\n"
-        "train: {device: cpu}\n"
-    )
-    shapes = tmp_path / "shapes.json"
-    shapes.write_text(json.dumps(SHAPES))
-    common = ["--config", str(config)]
-    out = tmp_path / "results"
-    assert kernelbench.main(["probe", *common, "--out", str(out / "env/backends.json")]) == 0
-    probe = json.loads((out / "env/backends.json").read_text())
-    assert probe["backends"]["eager"]["available"] is True
-    assert probe["backends"]["sdpa_cudnn"]["available"] is False
-    assert probe["environment"]["torch"] == torch.__version__
-    args = [*common, "--shapes", str(shapes), "--backends", "eager", "sdpa_cudnn"]
-    assert kernelbench.main(["parity", *args, "--out-dir", str(out / "parity")]) == 0
-    assert kernelbench.main(["bench", *args, "--out-dir", str(out / "kernels")]) == 0
-    assert sorted(p.name for p in (out / "kernels").iterdir()) == ["eager.csv", "sdpa_cudnn.csv"]
-    capsys.readouterr()
-    assert kernelbench.main(
-        ["table", "--kernels-dir", str(out / "kernels"), "--parity-dir", str(out / "parity")]
-    ) == 0  # fmt: skip
-    table = capsys.readouterr().out
-    assert "eager" in table and "unavailable" in table and "max rel err" in table
-    assert "sweep (B=8, h=4, d=32)" in table
+def test_backend_context_is_entered_once_around_the_measurement(monkeypatch):
+    """A forced SDPA kernel is selected once per run, outside the timed calls, not per call."""
+    entered, active = [], []
+
+    @contextlib.contextmanager
+    def activate():
+        entered.append(1)
+        active.append(1)
+        try:
+            yield
+        finally:
+            active.pop()
+
+    def attention(q, k, v):
+        assert active, "attention ran outside the backend's context"
+        return backends.sdpa_attention(q, k, v)
+
+    entry = dataclasses.replace(backends.REGISTRY["sdpa_math"], fn=attention, activate=activate)
+    monkeypatch.setitem(backends.REGISTRY, "sdpa_math", entry)
+    rows = kernelbench.run("sdpa_math", SHAPES, TINY, CPU, matmul_peak=0.1)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    # One availability check per (dtype, head_dim) enters it too; then once for all 6 rows.
+    assert len(entered) == 2 + 1
 
 
-def test_cli_reports_a_bad_device_in_one_line(tmp_path, capsys):
-    config = tmp_path / "config.yaml"
-    config.write_text("backends: [eager]\n")
-    shapes = tmp_path / "shapes.json"
-    shapes.write_text(json.dumps(SHAPES))
-    code = kernelbench.main(
-        ["bench", "--config", str(config), "--shapes", str(shapes), "--device", "gpu7"]
-    )
-    assert code == 1 and "device 'gpu7' is not valid" in capsys.readouterr().err
+def test_probe_parity_and_bench_library_calls_on_cpu(tmp_path):
+    """What rules probe_backends, parity and kernel_bench call, on a CPU."""
+    probe = envinfo.probe_backends(["eager", "sdpa_flash", "sdpa_cudnn"], CPU, torch.float32)
+    assert probe["eager"]["available"] is True
+    assert probe["sdpa_cudnn"]["available"] is False
+    calls = SHAPES["calls"]
+    for name in ("eager", "sdpa_cudnn"):
+        rows = parity.run(name, calls, {"float32": 1e-4}, CPU)
+        assert {r["status"] for r in rows} == ({"ok"} if name == "eager" else {"unavailable"})
+        settings = {**TINY, "dtypes": ["float32"], "cpu_repeats": 2}
+        kernelbench.write_csv(
+            tmp_path / f"{name}.csv", kernelbench.run(name, SHAPES, settings, CPU)
+        )
+    with (tmp_path / "eager.csv").open() as fh:
+        assert {r["status"] for r in csv.DictReader(fh)} == {"ok"}
 
 
 @pytest.mark.gpu
