@@ -13,13 +13,10 @@ Where flash-attn cannot run (no CUDA GPU, no nvcc, CPU-only torch, GPU older tha
 Ampere) nothing is built and <out>/flash_attn.json says `unavailable` and why;
 the rest of the workflow still runs. Setup errors a user must fix (no sdist
 offline, no ninja/wheel) fail with a one-line message instead.
-
-CLI (no Snakemake needed): python -m attnbench.flashbuild --out results/env [--config config.yaml]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import importlib.metadata
@@ -27,27 +24,17 @@ import importlib.util
 import logging
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from attnbench import host, wheelbuild
 from attnbench.io import read_json, write_json
-from attnbench.scriptutil import UserError
+from attnbench.wheelbuild import PACKAGE, BuildUnavailableError
 
 LOG = logging.getLogger("attnbench.flashbuild")
-
-PACKAGE = "flash_attn"
-DIST = "flash-attn"
-SDIST_ENV = "ATTNBENCH_FLASH_ATTN_SDIST"
-# Where an offline host finds the carried sdist, in order (after $ATTNBENCH_FLASH_ATTN_SDIST).
-SDIST_DIRS = (".whl", "results/env/sdist")
-STATUS_FILE = "flash_attn.json"
 
 # flash-attn 2.8.x's setup.py knows these gencode targets only; a GPU runs the
 # binary of its own major version (sm_80 code serves sm_86/sm_89).
@@ -63,15 +50,6 @@ SLIM_MACROS = (
 # heuristic: 8-9 GB for 4 architectures at NVCC_THREADS=4).
 GIB_PER_JOB_ARCH = 2.5
 MEMORY_HEADROOM = 0.8  # use at most this share of the available memory
-COMPILER_ERROR = re.compile(r"(fatal )?error:|\bKilled\b|out of memory", re.IGNORECASE)
-LINE_LIMIT = 600  # ninja -v prints whole nvcc command lines; keep the log readable
-
-# Python-side modules the sdist's setup.py imports (pip runs it without build isolation).
-BUILD_MODULES = {"wheel": "wheel", "setuptools": "setuptools", "packaging": "packaging"}
-
-
-class BuildUnavailable(Exception):
-    """flash-attn cannot be built or run on this host; the message says why."""
 
 
 # --------------------------------------------------------------------------- #
@@ -81,12 +59,12 @@ class BuildUnavailable(Exception):
 def arch_for_capability(major: int, minor: int = 0) -> str:
     """The FLASH_ATTN_CUDA_ARCHS entry for a compute capability, e.g. (9, 0) -> "90"."""
     if major < 8:
-        raise BuildUnavailable(
+        raise BuildUnavailableError(
             f"compute capability {major}.{minor} is too old: flash-attn 2 needs 8.0 (Ampere) or newer"
         )
     if major not in ARCH_BY_MAJOR:
         known = ", ".join(f"{m}.x" for m in ARCH_BY_MAJOR)
-        raise BuildUnavailable(
+        raise BuildUnavailableError(
             f"compute capability {major}.{minor} has no flash-attn 2 build target (known: {known})"
         )
     return ARCH_BY_MAJOR[major]
@@ -96,7 +74,7 @@ def cuda_archs(capabilities: Iterable[tuple[int, int]]) -> str:
     """FLASH_ATTN_CUDA_ARCHS for these GPUs: distinct targets, sorted, ';'-joined ("90", "80;90")."""
     archs = {arch_for_capability(major, minor) for major, minor in capabilities}
     if not archs:
-        raise BuildUnavailable("no CUDA GPU to build flash-attn for")
+        raise BuildUnavailableError("no CUDA GPU to build flash-attn for")
     return ";".join(sorted(archs, key=int))
 
 
@@ -177,52 +155,7 @@ def wheel_glob(version: str, local: str) -> str:
 
 
 # --------------------------------------------------------------------------- #
-# Host facts
-
-
-def gpu_capabilities() -> list[tuple[int, int]]:
-    """Compute capabilities of the visible CUDA GPUs (empty without any)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
-
-
-def available_memory() -> int:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def usable_cores() -> int:
-    with contextlib.suppress(AttributeError):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def find_cuda_home(nvcc: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
-    """The CUDA toolkit to compile against: one with bin/nvcc and include/cuda_runtime.h.
-
-    torch guesses CUDA_HOME from nvcc's folder, which is wrong for a wrapper such as
-    /usr/local/bin/nvcc; so look where toolkits live and hand the answer to the build.
-    """
-    env = os.environ if environ is None else environ
-    candidates = [Path(env[v]) for v in ("CUDA_HOME", "CUDA_PATH") if env.get(v)]
-    if nvcc:
-        candidates.append(Path(nvcc).resolve().parents[1])
-    candidates.append(Path("/usr/local/cuda"))
-    versioned = Path("/usr/local").glob("cuda-*")
-    candidates += sorted(
-        versioned, key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)], reverse=True
-    )
-    for root in candidates:
-        if (root / "bin" / "nvcc").is_file() and (root / "include" / "cuda_runtime.h").is_file():
-            return root
-    return None
+# What this host can build
 
 
 def prerequisites(archs_setting: str = "auto") -> tuple[str | None, dict[str, Any]]:
@@ -232,18 +165,18 @@ def prerequisites(archs_setting: str = "auto") -> tuple[str | None, dict[str, An
     """
     import torch
 
-    from attnbench.envinfo import find_nvcc, nvcc_version
-
     facts: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda}
     problems = []
     if torch.version.cuda is None:
         problems.append(
             f"torch {torch.__version__} is a CPU-only build (flash-attn needs CUDA torch)"
         )
-    nvcc = find_nvcc()
-    home = find_cuda_home(nvcc)
+    nvcc = host.find_nvcc()
+    home = host.find_cuda_home(nvcc)
     facts["cuda_home"] = str(home) if home else None
-    facts["nvcc"] = nvcc_version(str(home / "bin" / "nvcc") if home else nvcc) if nvcc else None
+    facts["nvcc"] = (
+        host.nvcc_version(str(home / "bin" / "nvcc") if home else nvcc) if nvcc else None
+    )
     if nvcc is None:
         problems.append("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
     elif home is None:
@@ -256,7 +189,7 @@ def prerequisites(archs_setting: str = "auto") -> tuple[str | None, dict[str, An
         problems.append(
             f"nvcc {facts['nvcc']} and torch's CUDA {torch.version.cuda} differ in major version"
         )
-    capabilities = gpu_capabilities()
+    capabilities = host.gpu_capabilities()
     facts["capabilities"] = [f"{a}.{b}" for a, b in capabilities]
     if not capabilities:
         problems.append("no CUDA GPU visible (torch.cuda.is_available() is False)")
@@ -272,173 +205,12 @@ def prerequisites(archs_setting: str = "auto") -> tuple[str | None, dict[str, An
                             f"flash_attn.cuda_archs = {archs_setting} does not cover this GPU "
                             f"(compute capability {major}.{minor})"
                         )
-        except BuildUnavailable as exc:
+        except BuildUnavailableError as exc:
             problems.append(str(exc))
     reason = None
     if problems:
         reason = "flash-attn cannot run here: " + "; ".join(problems)
     return reason, facts
-
-
-def _check_build_tools() -> None:
-    """ninja and the modules setup.py imports: a user-fixable setup error when missing."""
-    from torch.utils.cpp_extension import is_ninja_available
-
-    missing = [pkg for mod, pkg in BUILD_MODULES.items() if importlib.util.find_spec(mod) is None]
-    if not is_ninja_available():
-        missing.append("ninja")
-    if missing:
-        raise UserError(
-            f"building flash-attn needs {', '.join(missing)}: pip install {' '.join(missing)} "
-            "(or set flash_attn.build: never and use envs/flash-attn.yaml)"
-        )
-
-
-# --------------------------------------------------------------------------- #
-# Source, build, install
-
-
-def find_sdist(
-    version: str, environ: Mapping[str, str] | None = None, dirs: Iterable[str | Path] = SDIST_DIRS
-) -> Path | None:
-    """A local flash_attn-<version>.tar.gz: $ATTNBENCH_FLASH_ATTN_SDIST (file or folder), then `dirs`."""
-    env = os.environ if environ is None else environ
-    name = f"{PACKAGE}-{version}.tar.gz"
-    candidates: list[Path] = []
-    if env.get(SDIST_ENV):
-        given = Path(env[SDIST_ENV]).expanduser()
-        if given.is_file():
-            return given
-        candidates.append(given / name)
-    candidates += [Path(d) / name for d in dirs]
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def download_sdist(version: str, dest: Path, runner: Callable[..., Any] = subprocess.run) -> Path:
-    """`pip download` the sdist into `dest` (metadata prepared with this env's torch, no build)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--no-build-isolation", "--dest", str(dest), f"{DIST}=={version}",
-    ]  # fmt: skip
-    env = {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE", "PIP_NO_INPUT": "1"}
-    LOG.info("no local sdist; running %s", " ".join(cmd))
-    result = runner(cmd, capture_output=True, text=True, env=env, timeout=600)
-    found = find_sdist(version, environ={}, dirs=[dest])
-    if result.returncode != 0 or found is None:
-        tail = (result.stderr or result.stdout or "").strip().splitlines()
-        LOG.info("pip download output:\n%s", "\n".join(tail[-20:]))
-        raise UserError(
-            f"flash-attn {version} sdist not found locally and `pip download` failed "
-            f"({tail[-1] if tail else 'no output'}): put {PACKAGE}-{version}.tar.gz in .whl/ "
-            f"or results/env/sdist/, or set {SDIST_ENV}"
-        )
-    return found
-
-
-def _shorten(line: str) -> str:
-    if len(line) <= LINE_LIMIT:
-        return line
-    return f"{line[: LINE_LIMIT // 2]} [...] {line[-LINE_LIMIT // 2 :]}"
-
-
-def stream(
-    cmd: list[str], env: Mapping[str, str], log: logging.Logger = LOG
-) -> tuple[int, list[str]]:
-    """Run `cmd`, logging each line as it comes (a long compile shows progress).
-
-    Returns the exit code and the lines worth quoting: the first compiler errors
-    (pip's traceback buries them), then the last lines.
-    """
-    tail: deque[str] = deque(maxlen=40)
-    first_errors: list[str] = []
-    progress = re.compile(r"^\[(\d+)/(\d+)\]")
-    with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(env), bufsize=1
-    ) as proc:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            if not line:
-                continue
-            tail.append(line)
-            if len(first_errors) < 5 and COMPILER_ERROR.search(line):
-                first_errors.append(line)
-            match = progress.match(line)
-            if match:
-                done, total = map(int, match.groups())
-                log.info(
-                    "compile %d/%d (%.0f%%) %s", done, total, 100 * done / total, _shorten(line)
-                )
-            else:
-                log.info("| %s", _shorten(line))
-    return proc.returncode, first_errors + list(tail)
-
-
-def _error_line(lines: list[str]) -> str:
-    """The line that says what went wrong: the first error, else the last line."""
-    found = next((line for line in lines if COMPILER_ERROR.search(line)), None)
-    found = found or next((line for line in reversed(lines) if "error" in line.lower()), None)
-    found = found or (lines[-1] if lines else "no output")
-    return _shorten(found.strip())[:300]
-
-
-def build_wheel(
-    sdist: Path, wheels: Path, env: Mapping[str, str], log: logging.Logger = LOG
-) -> Path:
-    """Compile the sdist into a wheel in `wheels` (pip wheel, no isolation: it needs this torch)."""
-    wheels.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".build-", dir=wheels) as tmp:
-        cmd = [
-            sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
-            "--wheel-dir", tmp, str(sdist),
-        ]  # fmt: skip
-        log.info("building: %s", " ".join(cmd))
-        code, tail = stream(cmd, env, log)
-        built = sorted(Path(tmp).glob(f"{PACKAGE}-*.whl"))
-        if code != 0 or not built:
-            raise BuildUnavailable(f"building flash-attn failed (exit {code}): {_error_line(tail)}")
-        target = wheels / built[0].name
-        os.replace(built[0], target)
-    return target
-
-
-def install_wheel(wheel: Path, site: Path) -> None:
-    """Install into a fresh folder, then swap it in: a failed install leaves the old site intact."""
-    staging = site.with_name(site.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--no-deps",
-        "--no-index",
-        "--target",
-        str(staging),
-        str(wheel),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise BuildUnavailable(
-            f"pip install of {wheel.name} failed: {_error_line(result.stderr.splitlines())}"
-        )
-    shutil.rmtree(site, ignore_errors=True)
-    os.replace(staging, site)
-
-
-def verify_import(site: Path) -> str | None:
-    """Import the installed extension in a fresh interpreter; None if it loads, else the error."""
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import torch, flash_attn_2_cuda, flash_attn; "
-        "print(flash_attn.__version__)"
-    )
-    result = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True)
-    if result.returncode == 0:
-        return None
-    lines = (result.stderr or result.stdout).strip().splitlines()
-    return lines[-1] if lines else f"exit {result.returncode}"
 
 
 # --------------------------------------------------------------------------- #
@@ -451,7 +223,7 @@ def _installed(version: str) -> dict[str, Any] | None:
         return None
     found = None
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        found = importlib.metadata.version(DIST)
+        found = importlib.metadata.version(wheelbuild.DIST)
     return {"status": "installed", "version": found, "reason": None, "pinned": version}
 
 
@@ -473,7 +245,7 @@ def run(
     status_path = Path(status_path)
     out = status_path.parent
     version = str(settings["version"])
-    status = _build_or_explain(settings, out, cores or usable_cores(), log)
+    status = _build_or_explain(settings, out, cores or host.usable_cores(), log)
     if status.get("version") is None and status["status"] == "unavailable":
         status["version"] = version
     status["pinned"] = version
@@ -522,11 +294,11 @@ def _build_or_explain(
         build_seconds = record.get("build_seconds")
         log.info("reusing cached wheel %s (built in %s s)", wheel, build_seconds)
     else:
-        _check_build_tools()
-        sdist = find_sdist(version) or download_sdist(version, out / "sdist")
+        wheelbuild.check_build_tools()
+        sdist = wheelbuild.find_sdist(version) or wheelbuild.download_sdist(version, out / "sdist")
         jobs_setting = settings.get("max_jobs", "auto")
         jobs = (
-            max_jobs(cores, available_memory(), archs)
+            max_jobs(cores, host.available_memory(), archs)
             if jobs_setting == "auto"
             else int(jobs_setting)
         )
@@ -537,18 +309,18 @@ def _build_or_explain(
         env = build_environment(os.environ, archs, jobs, slim, local, facts["cuda_home"])
         start = time.monotonic()
         try:
-            wheel = build_wheel(sdist, wheels, env, log)
-        except BuildUnavailable as exc:
+            wheel = wheelbuild.build_wheel(sdist, wheels, env, log)
+        except BuildUnavailableError as exc:
             return _status(status="unavailable", reason=f"{exc}; see this rule's log", **common)
         build_seconds = round(time.monotonic() - start, 1)
         write_json(
             _record_path(wheel), {"build_seconds": build_seconds, "max_jobs": jobs, **common}
         )
     try:
-        install_wheel(wheel, site)
-    except BuildUnavailable as exc:
+        wheelbuild.install_wheel(wheel, site)
+    except BuildUnavailableError as exc:
         return _status(status="unavailable", reason=str(exc), **common)
-    error = verify_import(site)
+    error = wheelbuild.verify_import(site)
     if error:
         return _status(
             status="unavailable", reason=f"the built flash-attn does not import: {error}", **common
@@ -606,59 +378,3 @@ def activate(status_json: str | os.PathLike) -> dict[str, Any]:
     status["activated"] = True
     LOG.info("flash-attn %s activated from %s", status.get("version"), site_path)
     return status
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: the rule's logic without Snakemake (settings from config.yaml, overridable)."""
-    from attnbench import config as cfg
-
-    parser = argparse.ArgumentParser(
-        prog="python -m attnbench.flashbuild", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--out", default="results/env", help="folder of flash_attn.json, wheels/, site/"
-    )
-    parser.add_argument(
-        "--config", default="config.yaml", help="workflow config (its flash_attn section)"
-    )
-    parser.add_argument("--build", choices=["auto", "never"])
-    parser.add_argument("--version")
-    parser.add_argument("--slim", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--cuda-archs")
-    parser.add_argument("--max-jobs")
-    parser.add_argument("--cores", type=int, help="default: the CPUs this process may use")
-    parser.add_argument("--log", help="also write the log to this file")
-    args = parser.parse_args(argv)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if args.log:
-        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(args.log, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", handlers=handlers)  # fmt: skip
-    settings = dict(cfg.load_file(args.config)["flash_attn"]) if Path(args.config).exists() else {}
-    defaults = {
-        "build": "auto",
-        "version": "2.8.3.post2",
-        "slim": True,
-        "cuda_archs": "auto",
-        "max_jobs": "auto",
-    }
-    settings = {**defaults, **settings}
-    for key in defaults:
-        value = getattr(args, key)
-        if value is not None:
-            settings[key] = value
-    try:
-        status = run(settings, Path(args.out) / STATUS_FILE, cores=args.cores)
-    except UserError as exc:
-        LOG.error("%s", exc)
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"flash-attn: {status['status']}" + (f" ({status['reason']})" if status["reason"] else "")
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

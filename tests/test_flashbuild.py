@@ -1,5 +1,6 @@
 """flashbuild's decisions (archs, jobs, slim flags, local version), its unavailable and
-cached paths, sdist lookup, log streaming and activation; a real build only on a GPU."""
+cached paths; wheelbuild's sdist lookup and log streaming; activation; a real build only
+on a GPU."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnbench import flashbuild
+from attnbench import flashbuild, host, wheelbuild
 from attnbench.scriptutil import UserError
 
 SETTINGS = {"build": "auto", "version": "2.8.3.post2", "slim": True, "cuda_archs": "auto",
@@ -36,13 +37,13 @@ def test_arch_string_from_compute_capabilities(capabilities, expected):
 
 @pytest.mark.parametrize(("capability", "words"), [((7, 5), "8.0 (Ampere)"), ((11, 0), "no flash")])
 def test_unsupported_capabilities_say_why(capability, words):
-    with pytest.raises(flashbuild.BuildUnavailable, match=r"compute capability") as info:
+    with pytest.raises(flashbuild.BuildUnavailableError, match=r"compute capability") as info:
         flashbuild.cuda_archs([capability])
     assert words in str(info.value)
 
 
 def test_no_gpu_means_no_archs():
-    with pytest.raises(flashbuild.BuildUnavailable, match="no CUDA GPU"):
+    with pytest.raises(flashbuild.BuildUnavailableError, match="no CUDA GPU"):
         flashbuild.cuda_archs([])
 
 
@@ -106,18 +107,18 @@ def test_cuda_home_is_a_toolkit_with_headers_not_a_wrappers_folder(tmp_path):
     for path in (wrapper, toolkit / "bin" / "nvcc", toolkit / "include" / "cuda_runtime.h"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
-    assert flashbuild.find_cuda_home(str(wrapper), {"CUDA_HOME": str(toolkit)}) == toolkit
-    assert flashbuild.find_cuda_home(str(toolkit / "bin" / "nvcc"), {}) == toolkit
+    assert host.find_cuda_home(str(wrapper), {"CUDA_HOME": str(toolkit)}) == toolkit
+    assert host.find_cuda_home(str(toolkit / "bin" / "nvcc"), {}) == toolkit
     env = flashbuild.build_environment({"PATH": "/usr/bin"}, "90", 1, False, "x", toolkit)
     assert env["CUDA_HOME"] == str(toolkit) and env["PATH"] == f"{toolkit}/bin:/usr/bin"
 
 
 def _no_gpu(monkeypatch):
-    monkeypatch.setattr(flashbuild, "gpu_capabilities", lambda: [])
+    monkeypatch.setattr(host, "gpu_capabilities", lambda: [])
 
 
 def test_without_nvcc_writes_unavailable_and_does_not_fail(tmp_path, monkeypatch):
-    monkeypatch.setattr("attnbench.envinfo.find_nvcc", lambda environ=None: None)
+    monkeypatch.setattr("attnbench.host.find_nvcc", lambda environ=None: None)
     _no_gpu(monkeypatch)
     status_path = tmp_path / "env" / "flash_attn.json"
     status = flashbuild.run(SETTINGS, status_path, cores=2)
@@ -132,13 +133,13 @@ def test_without_nvcc_writes_unavailable_and_does_not_fail(tmp_path, monkeypatch
 
 
 def test_old_gpu_is_unavailable_with_the_capability(tmp_path, monkeypatch):
-    monkeypatch.setattr(flashbuild, "gpu_capabilities", lambda: [(7, 5)])
+    monkeypatch.setattr(host, "gpu_capabilities", lambda: [(7, 5)])
     status = flashbuild.run(SETTINGS, tmp_path / "flash_attn.json", cores=2)
     assert status["status"] == "unavailable" and "7.5" in status["reason"]
 
 
 def test_explicit_archs_must_cover_the_gpu(monkeypatch):
-    monkeypatch.setattr(flashbuild, "gpu_capabilities", lambda: [(9, 0)])
+    monkeypatch.setattr(host, "gpu_capabilities", lambda: [(9, 0)])
     reason, _ = flashbuild.prerequisites("80")
     assert reason and "does not cover this GPU" in reason
 
@@ -165,20 +166,18 @@ def _fake_wheel(folder: Path, local: str) -> Path:
 
 
 def test_cached_wheel_is_reused_without_building(tmp_path, monkeypatch):
-    monkeypatch.setattr(flashbuild, "gpu_capabilities", lambda: [(9, 0)])
-    monkeypatch.setattr("attnbench.envinfo.find_nvcc", lambda environ=None: "/x/nvcc")
-    monkeypatch.setattr(
-        "attnbench.envinfo.nvcc_version", lambda nvcc=None: torch.version.cuda + ".1"
-    )
+    monkeypatch.setattr(host, "gpu_capabilities", lambda: [(9, 0)])
+    monkeypatch.setattr("attnbench.host.find_nvcc", lambda environ=None: "/x/nvcc")
+    monkeypatch.setattr("attnbench.host.nvcc_version", lambda nvcc=None: torch.version.cuda + ".1")
     monkeypatch.setattr(torch.version, "cuda", torch.version.cuda or "13.0")
-    monkeypatch.setattr(flashbuild, "find_cuda_home", lambda nvcc, environ=None: tmp_path / "cuda")
+    monkeypatch.setattr(host, "find_cuda_home", lambda nvcc, environ=None: tmp_path / "cuda")
     local = flashbuild.local_version("90", True, torch.__version__, torch.version.cuda)
     wheel = _fake_wheel(tmp_path / "wheels", local)
     (tmp_path / "wheels" / (wheel.name + ".json")).write_text(json.dumps({"build_seconds": 301.5}))
     installed = []
-    monkeypatch.setattr(flashbuild, "build_wheel", lambda *a, **k: pytest.fail("rebuilt"))
-    monkeypatch.setattr(flashbuild, "install_wheel", lambda w, site: installed.append((w, site)))
-    monkeypatch.setattr(flashbuild, "verify_import", lambda site: None)
+    monkeypatch.setattr(wheelbuild, "build_wheel", lambda *a, **k: pytest.fail("rebuilt"))
+    monkeypatch.setattr(wheelbuild, "install_wheel", lambda w, site: installed.append((w, site)))
+    monkeypatch.setattr(wheelbuild, "verify_import", lambda site: None)
     status = flashbuild.run(SETTINGS, tmp_path / "flash_attn.json", cores=16)
     assert status["status"] == "built" and status["cached"] is True
     assert status["build_seconds"] == 301.5 and status["wheel_bytes"] == wheel.stat().st_size
@@ -191,12 +190,12 @@ def test_sdist_lookup_env_then_folders(tmp_path):
     carried = tmp_path / ".whl"
     carried.mkdir()
     (carried / name).write_bytes(b"x")
-    assert flashbuild.find_sdist("2.8.3.post2", environ={}, dirs=[carried]) == carried / name
+    assert wheelbuild.find_sdist("2.8.3.post2", environ={}, dirs=[carried]) == carried / name
     explicit = tmp_path / "elsewhere.tar.gz"
     explicit.write_bytes(b"y")
-    env = {flashbuild.SDIST_ENV: str(explicit)}
-    assert flashbuild.find_sdist("2.8.3.post2", environ=env, dirs=[carried]) == explicit
-    assert flashbuild.find_sdist("9.9.9", environ={}, dirs=[carried]) is None
+    env = {wheelbuild.SDIST_ENV: str(explicit)}
+    assert wheelbuild.find_sdist("2.8.3.post2", environ=env, dirs=[carried]) == explicit
+    assert wheelbuild.find_sdist("9.9.9", environ={}, dirs=[carried]) is None
 
 
 def test_sdist_download_failure_is_one_clear_line(tmp_path):
@@ -204,20 +203,20 @@ def test_sdist_download_failure_is_one_clear_line(tmp_path):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found\n")
 
     with pytest.raises(UserError) as info:
-        flashbuild.download_sdist("2.8.3.post2", tmp_path / "sdist", runner=offline)
+        wheelbuild.download_sdist("2.8.3.post2", tmp_path / "sdist", runner=offline)
     message = str(info.value)
     assert "\n" not in message and "No matching distribution" in message
-    assert ".whl/" in message and flashbuild.SDIST_ENV in message
+    assert ".whl/" in message and wheelbuild.SDIST_ENV in message
 
 
 def test_stream_logs_progress_and_returns_the_tail(caplog):
     script = "import sys\nfor i in range(1, 4): print(f'[{i}/3] nvcc x.cu')\nprint('error: boom'); sys.exit(3)"
     with caplog.at_level("INFO", logger="attnbench.flashbuild"):
-        code, tail = flashbuild.stream([sys.executable, "-c", script], env={"PATH": "/usr/bin"})
+        code, tail = wheelbuild.stream([sys.executable, "-c", script], env={"PATH": "/usr/bin"})
     assert code == 3 and tail[-1] == "error: boom"
     assert "compile 3/3 (100%)" in caplog.text
-    assert flashbuild._error_line(tail) == "error: boom"
-    assert flashbuild._error_line(["x.cu:5: error: no member", "ERROR: Failed to build"]) == (
+    assert wheelbuild._error_line(tail) == "error: boom"
+    assert wheelbuild._error_line(["x.cu:5: error: no member", "ERROR: Failed to build"]) == (
         "x.cu:5: error: no member"
     )
 
@@ -245,14 +244,6 @@ def test_activate_puts_the_site_first_and_checks_torch(tmp_path, monkeypatch):
         "reason": "no GPU",
         "activated": False,
     }
-
-
-def test_cli_writes_the_status(tmp_path, monkeypatch, capsys):
-    _no_gpu(monkeypatch)
-    code = flashbuild.main(["--out", str(tmp_path), "--config", str(tmp_path / "none.yaml")])
-    assert code == 0
-    assert json.loads((tmp_path / "flash_attn.json").read_text())["status"] == "unavailable"
-    assert "flash-attn: unavailable" in capsys.readouterr().out
 
 
 @pytest.mark.gpu
