@@ -1,4 +1,8 @@
-"""What every Snakemake script shares: logging into the rule's log, and one-line errors."""
+"""What every Snakemake script shares: logging into the rule's log, one-line errors,
+and for GPU rules one entry (`gpu_job`) that sets up the job in the right order.
+
+Light scripts import this module: torch and the GPU modules are imported lazily.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,14 @@ import logging
 import sys
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from attnbench.gpuslots import Slot
 
 LOG = logging.getLogger("attnbench")
 
@@ -48,3 +58,37 @@ def rule_logging(snakemake: Any) -> Iterator[logging.Logger]:
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+
+
+@dataclass(frozen=True)
+class GpuJob:
+    """What `gpu_job` set up: the log, the device, the GPU slot, the flash-attn status."""
+
+    log: logging.Logger
+    device: torch.device
+    slot: Slot
+    flash: dict[str, Any] | None  # flashbuild.activate's status; None without a flash_attn input
+
+
+@contextlib.contextmanager
+def gpu_job(snakemake: Any) -> Iterator[GpuJob]:
+    """Set up a GPU rule's job: rule logging, then a GPU slot, then flash-attn, then the device.
+
+    The order matters: the slot sets CUDA_VISIBLE_DEVICES before CUDA starts, and the
+    built flash-attn goes on sys.path before any availability check imports it.
+    The device comes from the rule's `params.device` (config train.device).
+    """
+    with rule_logging(snakemake) as log:
+        from attnbench import gpuslots
+
+        with gpuslots.acquire(snakemake.resources.get("gpu", 0)) as slot:
+            flash = None
+            status = snakemake.input.get("flash_attn")
+            if status:
+                from attnbench import flashbuild
+
+                flash = flashbuild.activate(status)
+            from attnbench import host
+
+            device = host.select_device(snakemake.params.device)
+            yield GpuJob(log=log, device=device, slot=slot, flash=flash)

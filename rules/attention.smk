@@ -33,7 +33,7 @@ rule parity:
         gpu=GPU_JOBS,
     params:
         parity=params_json("parity"),
-        train=cfg.canonical({k: TRAIN[k] for k in ("cast", "device")}),
+        device=TRAIN["device"],
     script:
         "../scripts/parity.py"
 

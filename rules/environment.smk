@@ -36,8 +36,7 @@ rule probe_backends:
         gpu=GPU_JOBS,
     params:
         backends=cfg.canonical(BACKENDS),
-        train=cfg.canonical(
-            {k: TRAIN[k] for k in ("amp", "cast", "device", "imgsz", "batch")}
-        ),
+        train=cfg.canonical({k: TRAIN[k] for k in ("amp", "cast", "imgsz", "batch")}),
+        device=TRAIN["device"],
     script:
         "../scripts/probe_backends.py"

@@ -21,5 +21,6 @@ rule train:
         gpu=GPU_JOBS,
     params:
         train=cfg.canonical(TRAIN),
+        device=TRAIN["device"],
     script:
         "../scripts/train.py"

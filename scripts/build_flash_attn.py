@@ -4,11 +4,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (set by Snakemake)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import rule_logging  # noqa: E402
+from attnbench.scriptutil import rule_logging
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 with rule_logging(smk) as log:
     from attnbench import flashbuild
 

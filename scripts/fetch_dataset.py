@@ -3,15 +3,15 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (set by Snakemake)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-import json  # noqa: E402
+import json
 
-from attnbench.datasets import fetch  # noqa: E402
-from attnbench.scriptutil import rule_logging  # noqa: E402
+from attnbench.datasets import fetch
+from attnbench.scriptutil import rule_logging
 
-with rule_logging(snakemake) as log:  # noqa: F821
-    smk = snakemake  # noqa: F821
+with rule_logging(snakemake) as log:
+    smk = snakemake
     spec = json.loads(smk.params.spec)
     out_dir = Path(smk.output[0])
     log.info("fetching dataset %s (source: %s)", spec.get("name"), spec.get("source"))

@@ -4,27 +4,26 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (set by Snakemake)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import gpuslots  # noqa: E402
-from attnbench.scriptutil import rule_logging  # noqa: E402
+from attnbench.scriptutil import gpu_job
 
-smk = snakemake  # noqa: F821
-with rule_logging(smk) as log, gpuslots.acquire(smk.resources.get("gpu", 0)) as slot:
-    from attnbench import backends, envinfo, flashbuild
+smk = snakemake
+with gpu_job(smk) as job:
+    from attnbench import backends, envinfo
     from attnbench.io import write_json
 
-    flash = flashbuild.activate(smk.input.flash_attn)  # before any availability check
     names = json.loads(smk.params.backends)
     train = json.loads(smk.params.train)
-    device = envinfo.select_device(train["device"])
-    dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
-    log.info("probing %s on %s at %s (%s)", ", ".join(names), device, dtype, slot.reason)
+    dtype = backends.kernel_dtype(job.device, train["amp"], train["cast"])
+    job.log.info(
+        "probing %s on %s at %s (%s)", ", ".join(names), job.device, dtype, job.slot.reason
+    )
     doc = {
-        "environment": envinfo.environment(device),
-        "backends": envinfo.probe_backends(names, device, dtype),
-        "flash_attn_build": flash,
+        "environment": envinfo.environment(job.device),
+        "backends": envinfo.probe_backends(names, job.device, dtype),
+        "flash_attn_build": job.flash,
     }
     write_json(smk.output[0], doc)
     for name, info in doc["backends"].items():
-        log.info("%-15s %s", name, "available" if info["available"] else info["reason"])
+        job.log.info("%-15s %s", name, "available" if info["available"] else info["reason"])

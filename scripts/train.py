@@ -6,21 +6,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import gpuslots
-from attnbench.scriptutil import rule_logging
+from attnbench.scriptutil import gpu_job
 
-with rule_logging(snakemake) as log, gpuslots.acquire(snakemake.resources.get("gpu", 0)) as slot:
-    from attnbench import envinfo, flashbuild, training
+smk = snakemake
+with gpu_job(smk) as job:
+    from attnbench import training
 
-    if snakemake.input.get("flash_attn"):
-        flashbuild.activate(snakemake.input.flash_attn)
-    train = json.loads(snakemake.params.train)
-    backend, seed = snakemake.wildcards.backend, int(snakemake.wildcards.seed)
-    metrics_path = Path(snakemake.output.metrics)
+    train = json.loads(smk.params.train)
+    backend, seed = smk.wildcards.backend, int(smk.wildcards.seed)
+    metrics_path = Path(smk.output.metrics)
     workdir = metrics_path.parent
-    device = envinfo.select_device(train["device"])
-    log.info("training %s seed %d on %s (%s)", backend, seed, device, slot.reason)
-    metrics = training.train_one(backend, seed, snakemake.input.data_yaml, train, workdir, device)
-    metrics["gpu_slot"] = ",".join(slot.devices) or None
-    training.write_outputs(metrics, workdir, metrics_path, Path(snakemake.output.results))
-    log.info("%s seed %d: status %s", backend, seed, metrics["status"])
+    job.log.info("training %s seed %d on %s (%s)", backend, seed, job.device, job.slot.reason)
+    metrics = training.train_one(backend, seed, smk.input.data_yaml, train, workdir, job.device)
+    metrics["gpu_slot"] = ",".join(job.slot.devices) or None
+    training.write_outputs(metrics, workdir, metrics_path, Path(smk.output.results))
+    job.log.info("%s seed %d: status %s", backend, seed, metrics["status"])

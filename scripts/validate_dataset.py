@@ -3,14 +3,14 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 (set by Snakemake)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.datasets import source_kind  # noqa: E402
-from attnbench.datasets.validate import summarize  # noqa: E402
-from attnbench.scriptutil import rule_logging  # noqa: E402
+from attnbench.datasets import source_kind
+from attnbench.datasets.validate import summarize
+from attnbench.scriptutil import rule_logging
 
-with rule_logging(snakemake):  # noqa: F821
-    smk = snakemake  # noqa: F821
+with rule_logging(snakemake):
+    smk = snakemake
     out_dir = Path(smk.output.summary).parent
     if Path(smk.output.data_yaml).resolve() != (out_dir / "data.yaml").resolve():
         raise RuntimeError("validate_dataset expects summary.json and data.yaml in one folder")

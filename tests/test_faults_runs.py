@@ -164,7 +164,7 @@ def test_unavailable_backend_under_fail_policy_ends_the_job_with_one_line(tmp_pa
     job = FakeSnakemake(
         input=NamedList(data_yaml=str(tmp_path / "never-read.yaml")),
         output=NamedList(metrics=str(run / "metrics.json"), results=str(run / "results.csv")),
-        params=NamedList(train=cfg.canonical(train)),
+        params=NamedList(train=cfg.canonical(train), device=train["device"]),
         log=NamedList([str(tmp_path / "train.log")]),
         wildcards=NamedList(backend="sdpa_cudnn", seed="0"),
         resources=NamedList(gpu=0),
@@ -204,7 +204,7 @@ def _train_job(ref: ReferenceRun, backend: str, seed: int, root: Path, **train) 
             flash_attn=str(ref.results / "env" / "flash_attn.json"),
         ),
         output=NamedList(metrics=str(run / "metrics.json"), results=str(run / "results.csv")),
-        params=NamedList(train=cfg.canonical(settings)),
+        params=NamedList(train=cfg.canonical(settings), device=settings["device"]),
         log=NamedList([str(root / "results" / "logs" / "train" / backend / f"seed{seed}.log")]),
         wildcards=NamedList(backend=backend, seed=str(seed)),
         resources=NamedList(gpu=0),

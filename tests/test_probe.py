@@ -1,5 +1,5 @@
-"""Device choice, environment facts, the backend probe, and the attention rules' scripts run
-on CPU through a stand-in for Snakemake's `snakemake` object (no workflow needed)."""
+"""Device choice, environment facts, the backend probe, the GPU-job entry, and the attention
+rules' scripts run on CPU through a stand-in for Snakemake's `snakemake` object."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 from snakemake.iocontainers import Namedlist
 
-from attnbench import envinfo, flashbuild, kernelbench, parity
+from attnbench import envinfo, host, kernelbench, parity
 from attnbench.config import canonical
-from attnbench.scriptutil import UserError
+from attnbench.scriptutil import UserError, gpu_job
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -29,24 +29,24 @@ def no_cuda(monkeypatch):
 
 
 def test_select_device(no_cuda):
-    assert envinfo.select_device("auto") == CPU
-    assert envinfo.select_device(None) == CPU
-    assert envinfo.select_device("CPU") == CPU
+    assert host.select_device("auto") == CPU
+    assert host.select_device(None) == CPU
+    assert host.select_device("CPU") == CPU
     with pytest.raises(UserError, match="sees no CUDA GPU") as info:
-        envinfo.select_device("0")
+        host.select_device("0")
     assert "\n" not in str(info.value)
     with pytest.raises(UserError, match="is not valid"):
-        envinfo.select_device("gpu7")
+        host.select_device("gpu7")
 
 
 def test_select_device_index_beyond_the_visible_ones(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    assert envinfo.select_device(0) == torch.device("cuda", 0)
-    assert envinfo.select_device("cuda:0") == torch.device("cuda", 0)
+    assert host.select_device(0) == torch.device("cuda", 0)
+    assert host.select_device("cuda:0") == torch.device("cuda", 0)
     with pytest.raises(UserError, match=r"sees 1 CUDA device\(s\) \(CUDA_VISIBLE_DEVICES=3\)"):
-        envinfo.select_device("1")
+        host.select_device("1")
 
 
 def test_environment_has_the_facts_and_is_json():
@@ -64,8 +64,8 @@ def test_nvcc_lookup_follows_cuda_home(tmp_path):
     nvcc.parent.mkdir()
     nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
     nvcc.chmod(0o755)
-    assert envinfo.find_nvcc({"CUDA_HOME": str(tmp_path), "PATH": ""}) == str(nvcc)
-    assert envinfo.nvcc_version(str(nvcc)) == "13.0.88"
+    assert host.find_nvcc({"CUDA_HOME": str(tmp_path), "PATH": ""}) == str(nvcc)
+    assert host.nvcc_version(str(nvcc)) == "13.0.88"
 
 
 def test_probe_says_which_backends_run_and_why_not():
@@ -100,7 +100,7 @@ def _run_script(name: str, **parts) -> None:
 @pytest.fixture
 def results(tmp_path, monkeypatch, no_cuda):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(flashbuild, "gpu_capabilities", lambda: [])
+    monkeypatch.setattr(host, "gpu_capabilities", lambda: [])
     # The shapes script sets these with setdefault; set them here so they are restored.
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / ".ultralytics"))
@@ -144,12 +144,12 @@ def test_attention_rule_scripts_on_cpu(results):
     )
     assert json.loads(status.read_text())["status"] == "unavailable"
 
-    train = canonical({"amp": True, "cast": "none", "device": "auto", "imgsz": 64, "batch": 2})
+    train = canonical({"amp": True, "cast": "none", "imgsz": 64, "batch": 2})
     _run_script(
         "probe_backends.py",
         input={"flash_attn": str(status)},
         output={"json": str(results / "env" / "backends.json")},
-        params={"backends": canonical(CPU_BACKENDS), "train": train},
+        params={"backends": canonical(CPU_BACKENDS), "train": train, "device": "auto"},
         log={"log": str(results / "logs" / "probe.log")},
         resources={"gpu": 0},
     )
@@ -167,7 +167,7 @@ def test_attention_rule_scripts_on_cpu(results):
                 "parity": canonical(
                     {"parity": {"thresholds": {"float32": 1e-4, "bfloat16": 3e-2}}}
                 ),
-                "train": canonical({"cast": "none", "device": "cpu"}),
+                "device": "cpu",
             },
             log={"log": str(results / "logs" / f"parity-{backend}.log")},
             wildcards={"backend": backend},
@@ -201,3 +201,34 @@ def test_attention_rule_scripts_on_cpu(results):
         "kernel benchmark of flash_attn"
         in (results / "logs" / "kernels-flash_attn.log").read_text()
     )
+
+
+def _smk(**parts) -> SimpleNamespace:
+    fields = {"input": {}, "output": {}, "params": {}, "log": {}, "wildcards": {}, "resources": {}}
+    fields.update(parts)
+    return SimpleNamespace(**{k: _named(**v) for k, v in fields.items()})
+
+
+def test_gpu_job_sets_up_logging_slot_flash_and_device(tmp_path, no_cuda):
+    status = tmp_path / "flash_attn.json"
+    status.write_text(json.dumps({"status": "unavailable", "reason": "no GPU"}))
+    log = tmp_path / "job.log"
+    smk = _smk(
+        input={"flash_attn": str(status)},
+        params={"device": "auto"},
+        log={"log": str(log)},
+        resources={"gpu": 0},
+    )
+    with gpu_job(smk) as job:
+        job.log.info("inside the job")
+    assert job.device == CPU and job.slot.devices == ()
+    assert job.flash == {"status": "unavailable", "reason": "no GPU", "activated": False}
+    assert "inside the job" in log.read_text()
+    with gpu_job(_smk(input={"flash_attn": []}, params={"device": "cpu"})) as job:
+        assert job.flash is None and job.device == CPU
+
+
+def test_gpu_job_reports_a_bad_device_in_one_line(tmp_path, no_cuda):
+    smk = _smk(params={"device": "gpu7"}, log={"log": str(tmp_path / "job.log")})
+    with pytest.raises(SystemExit, match="^Error: device 'gpu7' is not valid"), gpu_job(smk):
+        pytest.fail("the job body ran")
