@@ -144,60 +144,36 @@ def _entry(name: str, fn: AttentionFn, devices, signatures, **kw) -> Backend:
     )  # fmt: skip
 
 
+HALF_ON_CUDA = {"half_only_on": ("cuda",)}
+
+
+def _forced(name: str, kernel: SDPBackend, devices, signatures, **kw) -> Backend:
+    return _entry(name, sdpa_attention, devices, signatures, activate=forced(kernel), **kw)
+
+
+def _flash_replacement(name: str, impl: str, signatures) -> Backend:
+    activate = functools.partial(_flash_impl, impl)
+    return _entry(name, sdpa_attention, ["cuda"], signatures, activate=activate, **HALF_ON_CUDA)
+
+
 REGISTRY: dict[str, Backend] = {
     b.name: b
     for b in [
         _entry("eager", eager_attention, ["cpu", "cuda"], sig.EAGER, contiguous_qkv=False),
         _entry("sdpa", sdpa_attention, ["cpu", "cuda"], sig.SDPA),
-        _entry(
-            "sdpa_math",
-            sdpa_attention,
-            ["cpu", "cuda"],
-            sig.SDPA_MATH,
-            activate=forced(SDPBackend.MATH),
-        ),
-        _entry(
-            "sdpa_efficient",
-            sdpa_attention,
-            ["cuda"],
-            sig.SDPA_EFFICIENT,
-            activate=forced(SDPBackend.EFFICIENT_ATTENTION),
-        ),
-        _entry(
+        _forced("sdpa_math", SDPBackend.MATH, ["cpu", "cuda"], sig.SDPA_MATH),
+        _forced("sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION, ["cuda"], sig.SDPA_EFFICIENT),
+        _forced(
             "sdpa_flash",
-            sdpa_attention,
+            SDPBackend.FLASH_ATTENTION,
             ["cpu", "cuda"],
             sig.SDPA_FLASH,
-            half_only_on=("cuda",),
-            activate=forced(SDPBackend.FLASH_ATTENTION),
+            **HALF_ON_CUDA,
         ),
-        _entry(
-            "sdpa_cudnn",
-            sdpa_attention,
-            ["cuda"],
-            sig.SDPA_CUDNN,
-            half_only_on=("cuda",),
-            activate=forced(SDPBackend.CUDNN_ATTENTION),
-        ),
-        _entry(
-            "flash_attn", flash_attn_attention, ["cuda"], sig.FLASH_ATTN, half_only_on=("cuda",)
-        ),
-        _entry(
-            "fa3",
-            sdpa_attention,
-            ["cuda"],
-            sig.FA3,
-            half_only_on=("cuda",),
-            activate=functools.partial(_flash_impl, "FA3"),
-        ),
-        _entry(
-            "fa4",
-            sdpa_attention,
-            ["cuda"],
-            sig.FA4,
-            half_only_on=("cuda",),
-            activate=functools.partial(_flash_impl, "FA4"),
-        ),
+        _forced("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION, ["cuda"], sig.SDPA_CUDNN, **HALF_ON_CUDA),
+        _entry("flash_attn", flash_attn_attention, ["cuda"], sig.FLASH_ATTN, **HALF_ON_CUDA),
+        _flash_replacement("fa3", "FA3", sig.FA3),
+        _flash_replacement("fa4", "FA4", sig.FA4),
         _entry("flex", flex_attention, ["cuda"], sig.FLEX),
     ]
 }

@@ -79,44 +79,47 @@ SDPA_MATH = {
         forbidden=(_SDPA_FUSED, _FUSED_KERNELS),
     ),
 }
-SDPA_FLASH = {
-    "cpu": Signature(
-        fwd_ops=(r"^aten::_scaled_dot_product_flash_attention_for_cpu$",),
-        bwd_ops=(r"flash_attention_for_cpu_backward|ScaledDotProductFlashAttentionForCpuBackward",),
-        forbidden=(
-            r"_scaled_dot_product_attention_math",
-            r"efficient_attention|cudnn_attention",
-        ),
-    ),
-    "cuda": Signature(
+
+
+def _forced_sdpa(
+    op: str, kernels: tuple[str, ...] = (), forbidden: tuple[str, ...] = ()
+) -> Signature:
+    """A forced SDPA kernel: its aten op, its autograd node, its CUDA kernels (fwd, bwd)."""
+    node = "".join(word.capitalize() for word in op.split("_"))  # ScaledDotProduct<node>Backward
+    return Signature(
+        fwd_ops=(rf"^aten::_scaled_dot_product_{op}$",),
+        bwd_ops=(rf"{op}_backward|ScaledDotProduct{node}Backward",),
+        fwd_kernels=kernels[:1],
+        bwd_kernels=kernels[1:],
+        forbidden=(r"_scaled_dot_product_attention_math", *forbidden),
+    )
+
+
+def _replaced_flash(own: tuple[str, str], other: tuple[str, str]) -> Signature:
+    """SDPA's flash op served by a replacement: its own kernels, never FA2's or the other's."""
+    return Signature(
         fwd_ops=(_SDPA_FLASH_OP,),
-        bwd_ops=(
-            r"_scaled_dot_product_flash_attention_backward|ScaledDotProductFlashAttentionBackward",
-        ),
-        fwd_kernels=(r"pytorch_flash::flash_fwd",),
-        bwd_kernels=(r"pytorch_flash::flash_bwd",),
-        forbidden=(r"_scaled_dot_product_attention_math", r"fmha_cutlass", r"cudnn_attention"),
+        fwd_kernels=own[:1],
+        bwd_kernels=own[1:],
+        forbidden=(*_FA2_KERNELS, *other, *_NOT_SDPA_OTHERS),
+    )
+
+
+_TORCH_FA2 = (r"pytorch_flash::flash_fwd", r"pytorch_flash::flash_bwd")
+_CUTLASS = (r"fmha_cutlassF", r"fmha_cutlassB")
+_OTHER_FUSED = r"_scaled_dot_product_(flash|efficient)_attention"
+SDPA_FLASH = {
+    "cpu": _forced_sdpa(
+        "flash_attention_for_cpu", forbidden=(r"efficient_attention|cudnn_attention",)
     ),
+    "cuda": _forced_sdpa("flash_attention", _TORCH_FA2, (r"fmha_cutlass", r"cudnn_attention")),
 }
 SDPA_EFFICIENT = {
-    "cuda": Signature(
-        fwd_ops=(r"^aten::_scaled_dot_product_efficient_attention$",),
-        bwd_ops=(r"efficient_attention_backward|ScaledDotProductEfficientAttentionBackward",),
-        fwd_kernels=(r"fmha_cutlassF",),
-        bwd_kernels=(r"fmha_cutlassB",),
-        forbidden=(r"_scaled_dot_product_attention_math", r"pytorch_flash::", r"cudnn_attention"),
-    ),
+    "cuda": _forced_sdpa("efficient_attention", _CUTLASS, (r"pytorch_flash::", r"cudnn_attention")),
 }
 SDPA_CUDNN = {
-    "cuda": Signature(
-        fwd_ops=(r"^aten::_scaled_dot_product_cudnn_attention$",),
-        bwd_ops=(r"cudnn_attention_backward|ScaledDotProductCudnnAttentionBackward",),
-        forbidden=(
-            r"_scaled_dot_product_attention_math",
-            r"pytorch_flash::",
-            r"fmha_cutlass",
-            r"_scaled_dot_product_(flash|efficient)_attention",
-        ),
+    "cuda": _forced_sdpa(
+        "cudnn_attention", (), (r"pytorch_flash::", r"fmha_cutlass", _OTHER_FUSED)
     ),
 }
 FLASH_ATTN = {
@@ -129,22 +132,8 @@ FLASH_ATTN = {
     ),
 }
 # FA3 and FA4 must show their own kernels: a plain FA2 record cannot pass for them.
-FA3 = {
-    "cuda": Signature(
-        fwd_ops=(_SDPA_FLASH_OP,),
-        fwd_kernels=(_FA3_FWD,),
-        bwd_kernels=(_FA3_BWD,),
-        forbidden=(*_FA2_KERNELS, _FA4_FWD, _FA4_BWD, *_NOT_SDPA_OTHERS),
-    ),
-}
-FA4 = {
-    "cuda": Signature(
-        fwd_ops=(_SDPA_FLASH_OP,),
-        fwd_kernels=(_FA4_FWD,),
-        bwd_kernels=(_FA4_BWD,),
-        forbidden=(*_FA2_KERNELS, _FA3_FWD, _FA3_BWD, *_NOT_SDPA_OTHERS),
-    ),
-}
+FA3 = {"cuda": _replaced_flash((_FA3_FWD, _FA3_BWD), (_FA4_FWD, _FA4_BWD))}
+FA4 = {"cuda": _replaced_flash((_FA4_FWD, _FA4_BWD), (_FA3_FWD, _FA3_BWD))}
 FLEX = {
     "cuda": Signature(
         fwd_kernels=(r"triton_tem_fused|flex",),
