@@ -1,4 +1,6 @@
-"""Atomic file writes: a reader (or a rerun) never sees a half-written file."""
+"""Atomic file writes (a reader or a rerun never sees a half-written file), and reads
+that report a damaged or missing file in one line naming it and the command that
+rebuilds it."""
 
 from __future__ import annotations
 
@@ -8,8 +10,14 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from attnbench.scriptutil import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextlib.contextmanager
@@ -39,8 +47,99 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+def rebuild_hint(path: str | os.PathLike) -> str:
+    """How to remake a rule's output and everything downstream of it (Snakemake 9)."""
+    return (
+        f"rebuild it and what depends on it with `snakemake --cores 1 --forcerun {path}` "
+        "(plus the options you ran with, e.g. --use-conda)"
+    )
+
+
+def damaged(path: str | os.PathLike, problem: str, fix: str | None = None) -> UserError:
+    """The one-line error for an unreadable input: the file, what is wrong, the fix."""
+    return UserError(f"{path} {problem}: {fix or rebuild_hint(path)}")
+
+
+def read_json(path: str | os.PathLike, *, keys: Sequence[str] = (), fix: str | None = None) -> Any:
+    """Read a JSON file written by another rule; with `keys`, it must be an object holding them.
+
+    A missing, empty, truncated or incomplete file raises UserError (one line naming the
+    file and `fix`, by default the `--forcerun` command that rebuilds it), never a
+    JSONDecodeError or KeyError traceback from deep inside a script.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise damaged(path, "is missing", fix) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise damaged(path, f"cannot be read ({exc.__class__.__name__}: {exc})", fix) from None
+    if not text.strip():
+        raise damaged(path, "is empty (damaged)", fix)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise damaged(path, f"is damaged: not valid JSON ({exc.msg}; {where})", fix) from None
+    if keys:
+        if not isinstance(data, dict):
+            raise damaged(
+                path, f"is damaged: expected a JSON object, got {type(data).__name__}", fix
+            )
+        missing = [k for k in keys if k not in data]
+        if missing:
+            names = ", ".join(repr(k) for k in missing)
+            raise damaged(path, f"is damaged: key {names} is missing", fix)
+    return data
+
+
+def read_csv(
+    path: str | os.PathLike,
+    *,
+    columns: Sequence[str] = (),
+    missing_ok: bool = False,
+    fix: str | None = None,
+) -> pd.DataFrame:
+    """Read a CSV written by another rule into a DataFrame; an empty file is an empty frame.
+
+    A file cut short (no final newline, or a row with fewer or more fields than the
+    header) or without one of `columns` raises UserError naming the file and `fix`;
+    pandas would otherwise fill a cut row with NaN and carry on.
+    """
+    import pandas as pd
+
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        if missing_ok:
+            return pd.DataFrame()
+        raise damaged(path, "is missing", fix) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise damaged(path, f"cannot be read ({exc.__class__.__name__}: {exc})", fix) from None
+    if not text.strip():
+        return pd.DataFrame()
+    if not text.endswith("\n"):
+        raise damaged(path, "is damaged: it ends mid-line (cut short)", fix)
+    try:
+        rows = list(csv.reader(StringIO(text)))
+    except csv.Error as exc:
+        raise damaged(path, f"is damaged: not valid CSV ({exc})", fix) from None
+    width = len(rows[0])
+    for number, row in enumerate(rows[1:], start=2):
+        if row and len(row) != width:
+            raise damaged(
+                path, f"is damaged: line {number} has {len(row)} field(s), the header {width}", fix
+            )
+    try:
+        frame = pd.read_csv(StringIO(text))
+    except (pd.errors.ParserError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise damaged(path, f"is damaged: not valid CSV ({detail})", fix) from None
+    stripped = {str(c).strip() for c in frame.columns}
+    missing = [c for c in columns if c not in stripped]
+    if missing:
+        names = ", ".join(repr(c) for c in missing)
+        raise damaged(path, f"is damaged: column {names} is missing", fix)
+    return frame
 
 
 def write_csv(
