@@ -7,6 +7,8 @@ rule attention_shapes:
         "results/attention/shapes.json",
     log:
         "results/logs/attention/shapes.log",
+    benchmark:
+        "results/benchmarks/attention/shapes.tsv"
     conda:
         "../envs/torch.yaml"
     params:

@@ -36,6 +36,8 @@ rule validate_dataset:
         data_yaml="results/data/{dataset}/data.yaml",
     log:
         "results/logs/data/{dataset}/validate.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}/validate.tsv"
     conda:
         "../envs/workflow.yaml"
     params:

@@ -29,6 +29,8 @@ rule probe_backends:
         ),
     log:
         "results/logs/env/probe_backends.log",
+    benchmark:
+        "results/benchmarks/env/probe_backends.tsv"
     conda:
         # A superset of torch.yaml: the probe must see flash-attn where its jobs do.
         "../envs/flash-attn.yaml"

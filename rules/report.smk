@@ -27,6 +27,8 @@ rule report:
         report("results/report.html", caption="../report/report.rst", category="Report"),
     log:
         "results/logs/report/report.log",
+    benchmark:
+        "results/benchmarks/report/report.tsv"
     conda:
         "../envs/workflow.yaml"
     params:

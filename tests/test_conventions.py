@@ -1,0 +1,36 @@
+"""Snakemake conventions every rule keeps (STYLE.md): a log and a benchmark per rule."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RULE = re.compile(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", re.M)
+
+
+def _rules() -> dict[str, tuple[str, str]]:
+    """rule name -> (stage, the rule's text), from rules/<stage>.smk."""
+    found = {}
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        for match in RULE.finditer(path.read_text()):
+            found[match.group(1)] = (path.stem, match.group(2))
+    return found
+
+
+def test_rules_are_found() -> None:
+    assert {"validate_dataset", "probe_backends", "attention_shapes", "report", "train"} <= set(
+        _rules()
+    )
+
+
+@pytest.mark.parametrize("rule", sorted(_rules()))
+def test_every_rule_has_a_log_and_a_benchmark(rule: str) -> None:
+    _, text = _rules()[rule]
+    assert re.search(r"^\s+log:\n", text, re.M), f"rule {rule} has no log:"
+    benchmark = re.search(r"^\s+benchmark:\n\s+\"([^\"]+)\"", text, re.M)
+    assert benchmark, f"rule {rule} has no benchmark:"
+    assert benchmark.group(1).startswith("results/benchmarks/"), benchmark.group(1)
+    assert benchmark.group(1).endswith(".tsv")
