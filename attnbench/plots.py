@@ -16,13 +16,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from attnbench import io, stats  # noqa: E402
+from attnbench import io, stats, tables
 
 FONT = "DejaVu Sans"  # bundled with matplotlib
 DPI = 110
@@ -76,31 +76,29 @@ def message(path: str | os.PathLike, title: str, text: str) -> None:
 
 
 def confidence_of(summary: pd.DataFrame) -> float:
-    """The confidence level the tables used (1 - analysis.alpha), so figures say the same."""
+    """The confidence level the tables used (1 - analysis.alpha), so figures say the same;
+    the schema's default level when the table does not say."""
     if "confidence" in summary and summary["confidence"].notna().any():
         return float(summary["confidence"].dropna().iloc[0])
-    return 0.95
+    return 1 - tables.analysis_defaults()["alpha"]
 
 
 def _pct(confidence: float) -> str:
     return f"{100 * confidence:g}%"
 
 
-def _ok(runs: pd.DataFrame) -> pd.DataFrame:
-    return stats.ok_runs(runs)
-
-
-def _order(runs: pd.DataFrame, baseline: str | None) -> list[str]:
-    return stats.backend_order(runs, baseline)
-
-
 def plot_curves(
     epochs: pd.DataFrame,
     path: str | os.PathLike,
     order: Sequence[str] | None = None,
-    confidence: float = 0.95,
+    confidence: float | None = None,
 ) -> None:
-    """Per-epoch mAP and losses, mean over seeds with a t-interval band, per backend."""
+    """Per-epoch mAP and losses, mean over seeds with a t-interval band, per backend.
+
+    `confidence` None is the schema's default level (1 - analysis.alpha).
+    """
+    if confidence is None:
+        confidence = confidence_of(pd.DataFrame())
     data = epochs
     if "status" in data:
         data = data[data["status"] == "ok"]
@@ -153,10 +151,8 @@ def _per_seed_panel(
     baseline: str | None,
 ) -> bool:
     """One panel: a dot per seed, the mean with its t-interval; False if no data at all."""
-    info = stats.METRIC_BY_KEY.get(metric)
-    label = (
-        f"{info.label} ({info.unit})" if info and info.unit else (info.label if info else metric)
-    )
+    info = tables.METRIC_BY_KEY.get(metric)
+    label = info.heading if info else metric
     ax.set_title(label)
     frame = ok[["backend", metric]].dropna() if metric in ok else pd.DataFrame()
     have = [b for b in order if not frame.empty and b in set(frame["backend"])]
@@ -204,9 +200,9 @@ def plot_per_seed(
     baseline: str | None = None,
 ) -> None:
     """Dots per seed, black diamond = mean with its t-interval, dashed line = baseline mean."""
-    order = _order(runs, baseline)
+    order = tables.backend_order(runs, baseline)
     colours = palette(order)
-    ok = _ok(runs)
+    ok = tables.ok_runs(runs)
     ncols = min(2, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     width = max(5.5, 0.9 * len(order) + 2.5)
@@ -240,7 +236,7 @@ def plot_speed_memory(
     runs: pd.DataFrame, summary: pd.DataFrame, path: str | os.PathLike, baseline: str | None
 ) -> None:
     """Throughput against peak GPU memory (host RSS when no GPU memory exists, said so)."""
-    ok = _ok(runs)
+    ok = tables.ok_runs(runs)
     x_metric = "peak_alloc_mb"
     note = ""
     if x_metric not in ok or ok[x_metric].notna().sum() == 0:
@@ -249,7 +245,7 @@ def plot_speed_memory(
     if ok.empty or ok[[x_metric, y_metric]].dropna().empty:
         message(path, "Speed against memory", "no finished runs with speed and memory")
         return
-    order = _order(runs, baseline)
+    order = tables.backend_order(runs, baseline)
     colours = palette(order)
     frame = ok[["backend", x_metric, y_metric]].dropna()
     fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
@@ -288,9 +284,9 @@ def plot_speed_memory(
             xytext=(6, 6),
             fontsize=9,
         )
-    x_info, y_info = stats.METRIC_BY_KEY[x_metric], stats.METRIC_BY_KEY[y_metric]
-    ax.set_xlabel(f"{x_info.label} ({x_info.unit}){note}")
-    ax.set_ylabel(f"{y_info.label} ({y_info.unit})")
+    x_info, y_info = tables.METRIC_BY_KEY[x_metric], tables.METRIC_BY_KEY[y_metric]
+    ax.set_xlabel(f"{x_info.heading}{note}")
+    ax.set_ylabel(y_info.heading)
     ax.set_title(
         "Speed against memory: up and left is better; diamond = mean, "
         f"bars = {_pct(confidence_of(summary))} CI"
@@ -381,7 +377,7 @@ def make_all(
 ) -> None:
     """Every figure of the `plots` rule; `outputs` maps its output names to paths."""
     theme()
-    order = _order(runs, baseline)
+    order = tables.backend_order(runs, baseline)
     plot_curves(epochs, outputs["curves"], order, confidence_of(summary))
     plot_epoch_time(runs, summary, outputs["epoch_time"], baseline)
     plot_memory(runs, summary, outputs["memory"], baseline)

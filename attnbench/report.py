@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from attnbench import io, stats
+from attnbench import io, tables
 
 SPEED = "epoch_loop_s"
 MEMORY = "peak_alloc_mb"
@@ -408,7 +408,7 @@ def caveats(runs: pd.DataFrame, dataset: Mapping[str, Any], reason: str) -> list
             f"The dataset is the embedded synthetic demo ({reason}). These numbers are a smoke "
             "test of the workflow, not a result: do not quote them."
         )
-    ok = stats.ok_runs(runs)
+    ok = tables.ok_runs(runs)
     if not ok.empty:
         per_backend = ok.groupby("backend").size()
         if per_backend.max() < 2:
@@ -461,7 +461,7 @@ def _names(value: Any) -> list[str]:
 def provenance_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per backend, the kernels (GPU) or ops (CPU) seen when profiling real steps, and the verdict."""
     rows = []
-    ok = stats.ok_runs(runs)
+    ok = tables.ok_runs(runs)
     for backend, group in ok.groupby("backend", sort=False):
         row: dict[str, Any] = {"backend": backend, "runs": len(group)}
 
@@ -596,7 +596,7 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
             if key not in g.index:
                 continue
             r = g.loc[key]
-            label = stats.METRIC_BY_KEY[key]
+            label = tables.METRIC_BY_KEY[key]
             head = f"{label.label} ({label.unit})" if label.unit else label.label
             cell = metric_fmt(key, r["mean"])
             if _finite(r["ci_low"]):
@@ -684,7 +684,7 @@ def _by_stem(paths: Iterable[str | os.PathLike]) -> dict[str, Path]:
 
 
 def build_context(
-    tables: Iterable[str | os.PathLike],
+    table_paths: Iterable[str | os.PathLike],
     plots: Iterable[str | os.PathLike],
     backends_json: str | os.PathLike,
     dataset_json: str | os.PathLike,
@@ -697,9 +697,9 @@ def build_context(
     """Everything the template shows, from the `report` rule's inputs and params."""
     config = json.loads(config) if isinstance(config, str) else dict(config)
     train = json.loads(train) if isinstance(train, str) else dict(train or {})
-    settings = stats.analysis_settings(config)
+    settings = tables.analysis_settings(config)
     baseline, alpha, margin = settings["baseline"], settings["alpha"], settings["tost_margin"]
-    t = {name: stats.read_table(path) for name, path in _by_stem(tables).items()}
+    t = {name: tables.read_table(path) for name, path in _by_stem(table_paths).items()}
     empty = pd.DataFrame()
     runs, summary = t.get("runs", empty), t.get("summary", empty)
     comparisons, kernels, parity = (t.get(k, empty) for k in ("comparisons", "kernels", "parity"))
@@ -750,7 +750,7 @@ def build_context(
             columns=RUN_COLUMNS,
             formats={c: _text for c in ("status", "device_name", "dtype")}
             | {"reason": _blank}
-            | {m: (lambda v, m=m: metric_fmt(m, v)) for m in stats.METRIC_BY_KEY},
+            | {m: (lambda v, m=m: metric_fmt(m, v)) for m in tables.METRIC_BY_KEY},
             row_class=lambda r: "" if r.get("status") == "ok" else "failed",
         ),
         "plots": [
@@ -820,12 +820,12 @@ def render(template: str | os.PathLike, context: Mapping[str, Any]) -> str:
 def write_report(
     out: str | os.PathLike,
     template: str | os.PathLike,
-    tables: Iterable[str | os.PathLike],
+    table_paths: Iterable[str | os.PathLike],
     plots: Iterable[str | os.PathLike],
     backends_json: str | os.PathLike,
     dataset_json: str | os.PathLike,
     **params: Any,
 ) -> None:
     """Build the context, render, and write the HTML atomically."""
-    context = build_context(tables, plots, backends_json, dataset_json, **params)
+    context = build_context(table_paths, plots, backends_json, dataset_json, **params)
     io.write_text(out, render(template, context))

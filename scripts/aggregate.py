@@ -3,23 +3,23 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import stats  # noqa: E402
-from attnbench.io import atomic_path  # noqa: E402
-from attnbench.scriptutil import rule_logging  # noqa: E402
+from attnbench import tables
+from attnbench.io import atomic_path
+from attnbench.scriptutil import rule_logging
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 
 with rule_logging(smk) as log:
-    tables = stats.aggregate(
+    written = tables.aggregate(
         smk.input.metrics,
         smk.input.results,
         smk.input.parity,
         smk.input.kernels,
         smk.params.analysis,
     )
-    for name, table in tables.items():
+    for name, table in written.items():
         with atomic_path(smk.output[name]) as tmp:
             table.to_csv(tmp, index=False)
         log.info("%s: %d rows -> %s", name, len(table), smk.output[name])

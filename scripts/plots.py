@@ -3,26 +3,27 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import plots, stats  # noqa: E402
-from attnbench.scriptutil import rule_logging  # noqa: E402
+from attnbench import plots, tables
+from attnbench.scriptutil import rule_logging
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 
 with rule_logging(smk) as log:
-    tables = {
-        name: stats.read_table(smk.input[name]) for name in ("runs", "epochs", "kernels", "summary")
+    frames = {
+        name: tables.read_table(smk.input[name])
+        for name in ("runs", "epochs", "kernels", "summary")
     }
     outputs = {
         name: smk.output[name]
         for name in ("curves", "epoch_time", "memory", "speed_memory", "kernels")
     }
     plots.make_all(
-        tables["runs"],
-        tables["epochs"],
-        tables["kernels"],
-        tables["summary"],
+        frames["runs"],
+        frames["epochs"],
+        frames["kernels"],
+        frames["summary"],
         outputs,
         baseline=smk.params.baseline,
     )

@@ -12,7 +12,7 @@ from fixtures_runs import make_study, rendered_study
 from matplotlib import font_manager
 from PIL import Image
 
-from attnbench import plots, stats
+from attnbench import plots, tables
 
 NAMES = ("curves", "epoch_time", "memory", "speed_memory", "kernels")
 ANALYSIS = '{"analysis": {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.01}}'
@@ -20,7 +20,7 @@ ANALYSIS = '{"analysis": {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.0
 
 def _tables(root: Path, **kwargs) -> dict:
     study = make_study(root, **kwargs)
-    return stats.aggregate(study.metrics, study.results, study.parity, study.kernels, ANALYSIS)
+    return tables.aggregate(study.metrics, study.results, study.parity, study.kernels, ANALYSIS)
 
 
 def _render(tables: dict, out: Path) -> dict[str, Path]:
@@ -66,7 +66,7 @@ def test_gpu_study_renders_every_figure(tmp_path_factory):
 
 def test_cpu_one_seed_no_kernels(tmp_path_factory):
     out = rendered_study(tmp_path_factory.getbasetemp(), "cpu-one-seed")
-    runs = stats.read_table(out / "tables" / "runs.csv")
+    runs = tables.read_table(out / "tables" / "runs.csv")
     assert runs["peak_alloc_mb"].isna().all() and runs["seed"].nunique() == 1
     for name in NAMES:
         pixels = _assert_real_png(out / "plots" / f"{name}.png")
@@ -99,7 +99,7 @@ def test_nothing_finished_still_gives_images(tmp_path, messages):
 def test_empty_tables_from_csv(tmp_path, messages):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    frame = stats.read_table(empty)
+    frame = tables.read_table(empty)
     plots.theme()
     plots.plot_kernels(frame, tmp_path / "k.png")
     plots.plot_curves(frame, tmp_path / "c.png")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fixtures_runs import make_study, rendered_study
 
-from attnbench import report, stats
+from attnbench import report, tables
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,13 +135,13 @@ def test_seed_study_beside_ours_with_flaws(html):
 
 
 def _write_tables(out: Path, runs: pd.DataFrame) -> list[Path]:
-    tables = {
+    frames = {
         "runs": runs,
-        "summary": stats.summarize(runs, "eager"),
-        "comparisons": stats.compare(runs, "eager"),
+        "summary": tables.summarize(runs, "eager"),
+        "comparisons": tables.compare(runs, "eager"),
     }
     paths = []
-    for name, frame in tables.items():
+    for name, frame in frames.items():
         path = out / f"{name}.csv"
         frame.to_csv(path, index=False)
         paths.append(path)
