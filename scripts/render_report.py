@@ -3,12 +3,12 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import report  # noqa: E402
-from attnbench.scriptutil import rule_logging  # noqa: E402
+from attnbench import report
+from attnbench.scriptutil import rule_logging
 
-smk = snakemake  # noqa: F821
+smk = snakemake
 
 with rule_logging(smk) as log:
     report.write_report(

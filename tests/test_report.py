@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fixtures_runs import make_study, rendered_study
 
-from attnbench import report, tables
+from attnbench import formatting, narrative, report, tables
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -243,11 +243,11 @@ def test_cpu_one_seed_report_renders(tmp_path_factory):
 
 
 def test_number_formatting():
-    assert report.num(float("nan")) == "n/a" and report.num(None) == "n/a"
-    assert report.num(2401.2) == "2,401" and report.num(0.01234) == "0.0123"
-    assert report.pval(0.0004) == "< 0.001" and report.pval(0.0123) == "0.012"
-    assert report.metric_fmt("mAP50_95", 0.75312) == "0.7531"
-    assert report.interval(np.nan, 1.0) == "n/a"
+    assert formatting.num(float("nan")) == "n/a" and formatting.num(None) == "n/a"
+    assert formatting.num(2401.2) == "2,401" and formatting.num(0.01234) == "0.0123"
+    assert formatting.pval(0.0004) == "< 0.001" and formatting.pval(0.0123) == "0.012"
+    assert formatting.metric_fmt("mAP50_95", 0.75312) == "0.7531"
+    assert formatting.interval(np.nan, 1.0) == "n/a"
 
 
 def test_rule_jobs_match_the_rules():
@@ -263,17 +263,13 @@ def test_rule_jobs_match_the_rules():
 
 def test_zero_variance_difference_is_called_deterministic_not_a_single_observation():
     """Peak memory is identical across seeds on a GPU: say so, not 'one observation'."""
-    import pandas as pd
-
-    from attnbench.report import _certainty
-
     comp = pd.Series(
         {"p_holm": float("nan"), "n": 3, "n_baseline": 3, "note": "no variance in either group"}
     )
-    text = _certainty(comp, 0.05)
+    text = narrative.certainty_clause(comp, 0.05)
     assert "identical in all 3 vs 3 runs" in text
     assert "single observation" not in text
     single = pd.Series(
         {"p_holm": float("nan"), "n": 1, "n_baseline": 3, "note": "fewer than 2 runs"}
     )
-    assert "single observation" in _certainty(single, 0.05)
+    assert "single observation" in narrative.certainty_clause(single, 0.05)
