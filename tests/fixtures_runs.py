@@ -130,6 +130,16 @@ def _write_csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
 
 
+def _write_unavailable(
+    path: Path, columns: list[str], backend: str, reason: str, device: str
+) -> Path:
+    """The one row an unavailable backend writes: status and reason, the rest blank."""
+    row = dict.fromkeys(columns)
+    row.update(backend=backend, status="unavailable", reason=reason, device=device)
+    _write_csv(path, columns, [row])
+    return path
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))
@@ -413,10 +423,7 @@ def _parity(root: Path, backend: str, unavailable: str | None, gpu: bool) -> Pat
     path = root / "results" / "parity" / f"{backend}.csv"
     device = "cuda:0" if gpu else "cpu"
     if unavailable:
-        row = dict.fromkeys(PARITY_COLUMNS)
-        row.update(backend=backend, status="unavailable", reason=unavailable, device=device)
-        _write_csv(path, PARITY_COLUMNS, [row])
-        return path
+        return _write_unavailable(path, PARITY_COLUMNS, backend, unavailable, device)
     rows = []
     for dtype, err, thr in (("float16", 4e-4, 5e-3), ("bfloat16", 3e-3, 3e-2)):
         for B, heads in ((32, 2), (8, 4)):
@@ -454,10 +461,7 @@ def _kernels(
     path = root / "results" / "kernels" / f"{backend}.csv"
     device = "cuda:0" if gpu else "cpu"
     if unavailable:
-        row = dict.fromkeys(KERNEL_COLUMNS)
-        row.update(backend=backend, status="unavailable", reason=unavailable, device=device)
-        _write_csv(path, KERNEL_COLUMNS, [row])
-        return path
+        return _write_unavailable(path, KERNEL_COLUMNS, backend, unavailable, device)
     speed = SPEED.get(backend, 1.0) ** 8  # kernels differ far more than whole training
     shapes = [("model", "train", 32, 2, 400), ("model", "train", 8, 4, 400)]
     shapes += [("model", "val", 64, 2, 400), ("model", "val", 16, 4, 400)]
