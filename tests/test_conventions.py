@@ -34,3 +34,16 @@ def test_every_rule_has_a_log_and_a_benchmark(rule: str) -> None:
     assert benchmark, f"rule {rule} has no benchmark:"
     assert benchmark.group(1).startswith("results/benchmarks/"), benchmark.group(1)
     assert benchmark.group(1).endswith(".tsv")
+
+
+def test_readme_leads_with_the_conda_commands() -> None:
+    """The first commands a reader sees are the conda path, then the pip path."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    first, second = blocks[0], blocks[1]
+    assert "conda create -c conda-forge -c bioconda -n snakemake snakemake" in first
+    assert "snakemake --cores 1 --use-conda" in first
+    assert "snakemake report --report report.html" in first
+    assert second.strip() == "pip install -e . && snakemake --cores all"
+    assert "bash tests/run.sh" in text[: text.index("## What the workflow does")]
+    assert "could not be solved here" in text and "CONDA_OVERRIDE_CUDA=13.0" in text
