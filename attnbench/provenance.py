@@ -18,11 +18,12 @@ from torch.profiler import ProfilerActivity, profile
 
 from attnbench import host
 from attnbench.patch import REGION
+from attnbench.scriptutil import UserError
 from attnbench.signatures import Signature
 
 
-class ProvenanceMismatchError(RuntimeError):
-    """The profiled ops/kernels are not those of the requested backend."""
+class ProvenanceMismatchError(UserError):
+    """The profiled ops/kernels are not those of the requested backend (ends the job in one line)."""
 
 
 def _descendants(event) -> Iterable:
@@ -37,24 +38,26 @@ def _kernel_names(event) -> list[str]:
     return [k.name for k in getattr(event, "kernels", [])]
 
 
-def collect(events: Iterable) -> dict[str, Any]:
-    """Attention ops and kernels, forward and backward, with call counts."""
+def attention_events(events: Iterable) -> tuple[list, list, int]:
+    """The attention's forward events (region and below) and backward autograd nodes.
+
+    Backward nodes are linked to the forward ops by autograd sequence number (and
+    forward thread); each node is taken once, with everything it ran below it.
+    Returns (forward events, backward events, number of regions).
+    """
     events = list(events)
     regions = [e for e in events if e.name == REGION]
-    fwd_ops: Counter = Counter()
-    fwd_kernels: Counter = Counter()
+    forward: list = []
     seqs: set[tuple[int, int]] = set()
     for region in regions:
-        fwd_kernels.update(_kernel_names(region))
+        forward.append(region)
         for op in _descendants(region):
-            fwd_ops[op.name] += 1
-            fwd_kernels.update(_kernel_names(op))
+            forward.append(op)
             if getattr(op, "sequence_nr", -1) >= 0:
                 seqs.add((op.sequence_nr, op.thread))
     seq_nrs = {s for s, _ in seqs}
     fwd_threads = {t for _, t in seqs}
-    bwd_ops: Counter = Counter()
-    bwd_kernels: Counter = Counter()
+    backward: list = []
     for event in events:
         if "Backward" not in event.name or getattr(event, "sequence_nr", -1) not in seq_nrs:
             continue
@@ -66,13 +69,31 @@ def collect(events: Iterable) -> dict[str, Any]:
         # Count each autograd node once: the engine wrapper, not its inner node event.
         if event.cpu_parent is not None and event.cpu_parent.sequence_nr == event.sequence_nr:
             continue
-        bwd_ops[event.name] += 1
-        bwd_kernels.update(_kernel_names(event))
-        for op in _descendants(event):
-            bwd_ops[op.name] += 1
-            bwd_kernels.update(_kernel_names(op))
+        backward.append(event)
+        backward.extend(_descendants(event))
+    return forward, backward, len(regions)
+
+
+def attention_time_us(events: Iterable, device_type: str) -> float:
+    """Time spent in attention, forward and backward: its kernels' device time on a
+    GPU, the self time of its aten ops on a CPU."""
+    forward, backward, _ = attention_events(events)
+    if device_type == "cuda":
+        return float(sum(k.duration for e in forward + backward for k in getattr(e, "kernels", [])))
+    return float(
+        sum(e.self_cpu_time_total for e in forward + backward if e.name.startswith("aten::"))
+    )
+
+
+def collect(events: Iterable) -> dict[str, Any]:
+    """Attention ops and kernels, forward and backward, with call counts."""
+    forward, backward, regions = attention_events(events)
+    fwd_ops: Counter = Counter(e.name for e in forward if e.name != REGION)
+    fwd_kernels: Counter = Counter(k for e in forward for k in _kernel_names(e))
+    bwd_ops: Counter = Counter(e.name for e in backward)
+    bwd_kernels: Counter = Counter(k for e in backward for k in _kernel_names(e))
     return {
-        "regions": len(regions),
+        "regions": regions,
         "fwd_ops": dict(fwd_ops),
         "fwd_kernels": dict(fwd_kernels),
         "bwd_ops": dict(bwd_ops),

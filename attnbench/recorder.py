@@ -1,0 +1,252 @@
+"""Ultralytics callbacks that prove, time and measure one training run.
+
+- Provenance fails fast: before the first epoch, a few real training steps and
+  one validation batch are profiled and checked against the backend's signature;
+  a mismatch stops the job there, in seconds. Model and RNGs are restored after.
+- Steady state: every iteration's start is marked (`steptime.StepTimer`); the
+  first `timing.warmup_iters` of each epoch and the profiled iterations are left out.
+- Breakdown: `timing.profile_iters` iterations of the second epoch (the first if
+  there is one) run under torch.profiler, apart from the timed ones.
+- Epoch loop time, memory peaks (torch, NVML, host RSS), and no silent batch
+  halving: an out-of-memory error is a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnbench import backends, host, provenance
+from attnbench.profiling import HostRSS, StepClock, nvml_for
+from attnbench.steptime import ProfileWindow, StepTimer, breakdown
+
+LOG = logging.getLogger(__name__)
+CALLBACKS = (
+    "on_train_start", "on_train_epoch_start", "on_train_batch_start", "on_train_batch_end",
+    "on_train_epoch_end", "on_fit_epoch_end", "on_train_end",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def preserved_state(model: torch.nn.Module):
+    """Restore model weights/buffers, train/eval mode and every RNG after profiling steps."""
+    state = copy.deepcopy(model.state_dict())
+    training = model.training
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+        model.train(training)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def _batch(dataset, size: int, trainer) -> dict[str, Any]:
+    items = [dataset[i % len(dataset)] for i in range(size)]
+    return trainer.preprocess_batch(dataset.collate_fn(items))
+
+
+class RunRecorder:
+    """Attach with `attach(model)` before `model.train()`; read the attributes after."""
+
+    def __init__(
+        self, backend: str, device: torch.device, provenance_steps: int, timing: dict[str, int]
+    ) -> None:
+        self.backend = backends.get(backend)
+        self.device = device
+        self.provenance_steps = provenance_steps
+        self.provenance: dict[str, Any] | None = None
+        self.epoch_times: list[float] = []
+        self.train_epoch_times: list[float] = []
+        self.loop_start: float | None = None
+        self.loop_end: float | None = None
+        self._epoch_start = 0.0
+        self._in_epoch = False
+        self._epoch_index = -1
+        self.clock = StepClock()
+        self.timer = StepTimer(device, int(timing["warmup_iters"]))
+        self.window = ProfileWindow(device, int(timing["profile_iters"]))
+        self.window_epoch = 0
+        self.window_record: dict[str, Any] | None = None
+        self.rss = HostRSS()
+        self.nvml = None
+        self.peak_alloc_mb: float | None = None
+        self.peak_reserved_mb: float | None = None
+        self.final_metrics: dict[str, float] = {}
+        self.train_images = 0
+        self.batch = None
+
+    def attach(self, model) -> None:
+        for name in CALLBACKS:
+            model.add_callback(name, getattr(self, name))
+
+    # -- callbacks ------------------------------------------------------------
+    def on_train_start(self, trainer) -> None:
+        self.train_images = len(trainer.train_loader.dataset)
+        self.batch = trainer.batch_size
+        self.window_epoch = 1 if trainer.epochs > 1 else 0
+        self.provenance = self.prove(trainer)
+        if not self.provenance["matched"]:
+            raise provenance.ProvenanceMismatchError(
+                f"{self.backend.name}: the profiled kernels do not match the backend: "
+                + "; ".join(self.provenance["mismatch"])
+            )
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.nvml = nvml_for(self.device)
+        if self.nvml:
+            self.nvml.start()
+        self.rss.start()
+        host.synchronize(self.device)
+        self.loop_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer) -> None:
+        trainer._oom_retries = 3  # no silent batch halving: an OOM is a result
+        self._epoch_index += 1
+        self.clock.epoch_start()
+        self.timer.epoch_start()
+        host.synchronize(self.device)
+        self._epoch_start = time.perf_counter()
+        self._in_epoch = True
+
+    def on_train_batch_start(self, trainer) -> None:
+        self.clock.batch_start()
+        window, i = self.window, self.timer.iteration()
+        if window.active and window.profiled >= window.steps:
+            window.stop()  # inside the excluded interval that precedes this mark
+        in_window = (
+            self._epoch_index == self.window_epoch
+            and not window.done
+            and window.steps > 0
+            and i >= self.timer.warmup
+        )
+        if in_window and not window.active:
+            window.start()
+        if window.active:
+            window.batch_start()
+        # The window's iterations, and the first one after it (the queue drained by
+        # the profiler's synchronisation), stay out of the steady-state times.
+        after_window = (
+            window.done and self._epoch_index == self.window_epoch and i == self._window_end()
+        )
+        self.timer.mark(exclude=window.active or after_window)
+
+    def on_train_batch_end(self, trainer) -> None:
+        self.clock.batch_end()
+        if self.window.active:
+            self.window.batch_end()
+
+    def on_train_epoch_end(self, trainer) -> None:
+        self.window.abandon()  # an epoch shorter than the window ends it here
+        host.synchronize(self.device)
+        self.train_epoch_times.append(time.perf_counter() - self._epoch_start)
+        self.timer.epoch_end()
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        if not self._in_epoch:  # the final best.pt validation also fires this event
+            self.final_metrics = dict(trainer.metrics or {})
+            return
+        self._in_epoch = False
+        host.synchronize(self.device)
+        now = time.perf_counter()
+        self.epoch_times.append(now - self._epoch_start)
+        self.loop_end = now
+        self.final_metrics = dict(trainer.metrics or {})
+        self.read_peaks()
+        LOG.info(
+            "epoch %d/%d of %s: %.2f s (train %.2f s)",
+            len(self.epoch_times), trainer.epochs, self.backend.name,
+            self.epoch_times[-1], self.train_epoch_times[-1],
+        )  # fmt: skip
+
+    def on_train_end(self, trainer) -> None:
+        self.final_metrics = dict(trainer.metrics or self.final_metrics)
+        self.stop_samplers()
+
+    # -- results --------------------------------------------------------------
+    def _window_end(self) -> int:
+        return self.timer.warmup + self.window.profiled
+
+    def stop_samplers(self) -> None:
+        self.window.abandon()
+        self.rss.stop()
+        if self.nvml:
+            self.nvml.stop()
+
+    def read_peaks(self) -> None:
+        if self.device.type == "cuda":
+            self.peak_alloc_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.peak_reserved_mb = torch.cuda.max_memory_reserved(self.device) / 2**20
+
+    def timing(self) -> dict[str, Any]:
+        """The steady-state step keys and the profiled window's per-step breakdown."""
+        steps = self.timer.summary(self.batch)
+        window: dict[str, Any] = {}
+        if self.window.done:
+            window = breakdown(
+                self.window.events, self.device.type, self.window.profiled,
+                self.window.data_wait_s, steps["step_ms_median"],
+            )  # fmt: skip
+            record = provenance.verify(
+                provenance.collect(self.window.events),
+                self.backend.signature(self.device.type),
+                self.device.type,
+            )
+            window["window_provenance_matched"] = record["matched"]
+            window["window_dispatched"] = record["dispatched"]
+        else:
+            window = breakdown([], self.device.type, 0, 0.0, None)
+        return {**steps, **window, "timing_warmup_iters": self.timer.warmup}
+
+    # -- provenance -----------------------------------------------------------
+    def prove(self, trainer) -> dict[str, Any]:
+        """Profile real training steps and one validation batch; leave the run as it was."""
+        model = trainer.model
+        signature = self.backend.signature(self.device.type)
+        amp = bool(trainer.amp)
+        with preserved_state(model):
+            batch = _batch(trainer.train_loader.dataset, trainer.batch_size, trainer)
+
+            def step() -> None:
+                with torch.autocast(self.device.type, enabled=amp):
+                    loss, _ = model(batch)
+                loss.sum().backward()
+
+            record = provenance.profile_steps(step, self.provenance_steps, self.device)
+            val_batch = _batch(trainer.test_loader.dataset, trainer.test_loader.batch_size, trainer)
+            model.eval()
+
+            def val_step() -> None:
+                with torch.no_grad(), torch.autocast(self.device.type, enabled=amp):
+                    model(val_batch["img"])
+
+            val_record = provenance.profile_steps(val_step, 1, self.device)
+        result = provenance.verify(record, signature, self.device.type)
+        # Validation has no backward: the forward half of the signature must hold.
+        forward_only = dataclasses.replace(signature, bwd_ops=(), bwd_kernels=())
+        val = provenance.verify(val_record, forward_only, self.device.type)
+        result["validation"] = {
+            key: val[key] for key in ("regions", "fwd_ops", "fwd_kernels", "dispatched", "matched")
+        }
+        result["mismatch"] = result["mismatch"] + [f"validation: {m}" for m in val["mismatch"]]
+        result["matched"] = result["matched"] and val["matched"]
+        LOG.info(
+            "provenance of %s: dispatched to %s (validation: %s); matched=%s %s",
+            self.backend.name, result["dispatched"], val["dispatched"], result["matched"],
+            result["mismatch"] or "",
+        )  # fmt: skip
+        return result

@@ -1,0 +1,227 @@
+"""Steady-state step time and a per-step GPU breakdown of a training loop.
+
+`StepTimer` marks the start of every training iteration (CUDA events on a GPU,
+so the loop is never synchronised; `perf_counter` on a CPU) and keeps the
+intervals between consecutive starts: one whole iteration each, data wait
+included. The first `warmup` iterations of every epoch (loader restart, mosaic
+switch, allocator growth) and the iterations around the profiler window are
+left out; validation and checkpoints fall between epochs, so they never enter.
+
+`ProfileWindow` profiles K iterations of the same loop, apart from the timed
+ones, and `breakdown` turns the profile into per-step device time, attention
+time (the backend's own kernels, found through the attention region and the
+autograd sequence numbers of its ops), launches and data wait.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnbench import provenance
+
+LAUNCH = re.compile(
+    r"^(cuda|cu)(LaunchKernel|LaunchKernelEx|LaunchKernelExC|LaunchCooperativeKernel|GraphLaunch)"
+)
+STEP_KEYS = ("step_ms_median", "step_ms_p10", "step_ms_p90", "steps_timed", "steady_images_per_s")
+BREAKDOWN_KEYS = (
+    "gpu_ms_per_step",
+    "attention_ms_per_step",
+    "launches_per_step",
+    "data_wait_ms_per_step",
+    "gpu_busy_fraction",
+    "attention_share_of_gpu",
+    "max_step_saving_pct",
+    "profiled_steps",
+)
+
+
+@dataclass
+class StepTimer:
+    """Per-iteration times of the steady state, gathered without synchronising the loop."""
+
+    device: torch.device
+    warmup: int
+    step_ms: list[float] = field(default_factory=list)
+    host_step_ms: list[float] = field(default_factory=list)
+    _marks: list[tuple[Any, float, bool]] = field(default_factory=list)
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def epoch_start(self) -> None:
+        self._marks = []
+
+    def iteration(self) -> int:
+        """Index, within the epoch, of the iteration the next mark starts."""
+        return len(self._marks)
+
+    def mark(self, exclude: bool = False) -> None:
+        """The start of an iteration; `exclude` leaves the interval it starts out."""
+        event = None
+        if self.on_cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+        self._marks.append((event, time.perf_counter(), exclude))
+
+    def epoch_end(self) -> None:
+        """Turn the epoch's marks into intervals (one synchronisation, outside the loop)."""
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+        marks, self._marks = self._marks, []
+        for i in range(max(self.warmup, 0), len(marks) - 1):
+            (start, host_start, excluded), (end, host_end, _) = marks[i], marks[i + 1]
+            if excluded:
+                continue
+            host_ms = (host_end - host_start) * 1e3
+            self.host_step_ms.append(host_ms)
+            self.step_ms.append(start.elapsed_time(end) if self.on_cuda else host_ms)
+
+    def summary(self, batch: int | None) -> dict[str, Any]:
+        return step_summary(self.step_ms, batch, self.host_step_ms)
+
+
+def step_summary(
+    step_ms: Iterable[float], batch: int | None, host_step_ms: Iterable[float] | None = None
+) -> dict[str, Any]:
+    """The step keys of metrics.json: median, p10, p90, count and steady images/s."""
+    values = np.asarray(list(step_ms), dtype=float)
+    if not values.size:
+        return {**dict.fromkeys(STEP_KEYS), "steps_timed": 0, "host_step_ms_median": None}
+    p10, median, p90 = np.percentile(values, [10, 50, 90])
+    host = list(host_step_ms or [])
+    return {
+        "step_ms_median": float(median),
+        "step_ms_p10": float(p10),
+        "step_ms_p90": float(p90),
+        "steps_timed": int(values.size),
+        # Mean-based on purpose: images/s over the timed iterations, optimizer steps included.
+        "steady_images_per_s": float(batch * values.size / values.sum() * 1e3) if batch else None,
+        "host_step_ms_median": float(statistics.median(host)) if host else None,
+    }
+
+
+class ProfileWindow:
+    """torch.profiler over K consecutive iterations of a running loop."""
+
+    def __init__(self, device: torch.device, steps: int) -> None:
+        self.device = device
+        self.steps = steps
+        self.profiled = 0
+        self.data_wait_s = 0.0
+        self._profiler = None
+        self._last_end: float | None = None
+        self.events = None
+
+    @property
+    def active(self) -> bool:
+        return self._profiler is not None
+
+    @property
+    def done(self) -> bool:
+        return self.events is not None
+
+    def start(self) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        self._profiler = profile(activities=activities, record_shapes=False)
+        self._profiler.__enter__()
+
+    def batch_start(self) -> None:
+        """Count the data wait since the previous iteration of the window ended."""
+        if self._last_end is not None:
+            self.data_wait_s += time.perf_counter() - self._last_end
+
+    def batch_end(self) -> None:
+        self.profiled += 1
+        self._last_end = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        profiler, self._profiler = self._profiler, None
+        profiler.__exit__(None, None, None)
+        self.events = list(profiler.events())
+
+    def abandon(self) -> None:
+        """Close a window that the loop left early (end of epoch, error)."""
+        if self._profiler is not None:
+            self.stop()
+
+
+def _is_device_event(event) -> bool:
+    device_type = getattr(event, "device_type", None)
+    return (
+        device_type is not None
+        and device_type != torch.autograd.DeviceType.CPU
+        and not getattr(event, "is_user_annotation", False)
+    )
+
+
+def _duration_us(event) -> float:
+    return float(event.time_range.end - event.time_range.start)
+
+
+def device_time_us(events: Iterable) -> float:
+    """Summed device time of kernels, memcpy and memset (user annotations overlap them)."""
+    return sum(_duration_us(e) for e in events if _is_device_event(e))
+
+
+def op_time_us(events: Iterable) -> float:
+    """On a CPU: the self time of every aten op, the CPU's equivalent of device time."""
+    return sum(
+        float(e.self_cpu_time_total)
+        for e in events
+        if e.name.startswith("aten::") and not _is_device_event(e)
+    )
+
+
+def launches(events: Iterable, device_type: str) -> int:
+    """Kernel launches on a GPU (runtime calls, else kernels); aten op calls on a CPU."""
+    events = list(events)
+    if device_type == "cuda":
+        calls = sum(1 for e in events if LAUNCH.match(e.name) and not _is_device_event(e))
+        return calls or sum(
+            1 for e in events if _is_device_event(e) and not e.name.startswith(("Memcpy", "Memset"))
+        )
+    return sum(1 for e in events if e.name.startswith("aten::"))
+
+
+def breakdown(
+    events: Iterable, device_type: str, steps: int, data_wait_s: float, step_ms_median: float | None
+) -> dict[str, Any]:
+    """Per-step device time, attention time and their ratios from a profiled window."""
+    events = list(events)
+    if steps <= 0:
+        return {**dict.fromkeys(BREAKDOWN_KEYS), "profiled_steps": 0}
+    total_us = device_time_us(events) if device_type == "cuda" else op_time_us(events)
+    attention_us = provenance.attention_time_us(events, device_type)
+    gpu_ms = total_us / 1e3 / steps
+    attention_ms = attention_us / 1e3 / steps
+    result = {
+        "gpu_ms_per_step": gpu_ms,
+        "attention_ms_per_step": attention_ms,
+        "launches_per_step": launches(events, device_type) / steps,
+        "data_wait_ms_per_step": data_wait_s * 1e3 / max(steps - 1, 1),
+        "gpu_busy_fraction": None,
+        "attention_share_of_gpu": attention_ms / gpu_ms if gpu_ms > 0 else None,
+        "max_step_saving_pct": None,
+        "profiled_steps": steps,
+    }
+    if step_ms_median:
+        result["gpu_busy_fraction"] = gpu_ms / step_ms_median
+        # Amdahl: a zero-cost attention saves at most its own time, and only on the
+        # critical path; when the GPU is mostly idle the host hides even that.
+        result["max_step_saving_pct"] = 100.0 * min(attention_ms, step_ms_median) / step_ms_median
+    return result
