@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from attnbench import backends, host
+from attnbench import backends, host, trackers
 from attnbench.backends import BackendUnavailableError
 from attnbench.io import write_json
 from attnbench.patch import use_backend
@@ -114,6 +114,7 @@ def train_one(
     shutil.rmtree(runs, ignore_errors=True)  # a killed run restarts cleanly (no resume)
     offline_ultralytics(workdir.parent.parent / ".ultralytics")
 
+    trackers.check_loggers(train["loggers"])  # a missing tracker package fails before any work
     metrics = base_metrics(backend, seed, train, device)
     dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
     metrics["dtype"] = str(dtype).removeprefix("torch.")
@@ -152,7 +153,16 @@ def train_one(
         "verbose": True,
     }
     status, reason = "ok", None
-    with use_backend(backend, cast=train["cast"]) as active:
+    tags = {
+        "backend": backend,
+        "seed": seed,
+        "kernel_seen": lambda: (recorder.provenance or {}).get("dispatched"),
+    }
+    # Trackers read Ultralytics' settings when the trainer is built: enter them first.
+    with (
+        use_backend(backend, cast=train["cast"]) as active,
+        trackers.tracking(train["loggers"], model, tags),
+    ):
         try:
             model.train(**args)
         except Exception as exc:
