@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from attnbench import backends, host, trackers
+from attnbench import backends, host, schedule, trackers
 from attnbench.backends import BackendUnavailableError
 from attnbench.io import write_json
 from attnbench.patch import use_backend
@@ -75,6 +75,8 @@ def base_metrics(
     env = environment(device)
     return {
         "backend": backend,
+        "kernel_backend": schedule.kernel_of(backend),
+        "replica": schedule.is_replica(backend),
         "seed": seed,
         "status": None,
         "reason": None,
@@ -118,7 +120,8 @@ def train_one(
     metrics = base_metrics(backend, seed, train, device)
     dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
     metrics["dtype"] = str(dtype).removeprefix("torch.")
-    reason = backends.check(backend, device, dtype)
+    kernel = schedule.kernel_of(backend)  # a replica arm trains its baseline's kernel
+    reason = backends.check(kernel, device, dtype)
     if reason:
         if train["on_unavailable"] == "fail":
             raise BackendUnavailableError(f"{reason} (train.on_unavailable = fail)")
@@ -129,7 +132,7 @@ def train_one(
     from ultralytics.engine import trainer as trainer_module
 
     trainer_module.check_amp = _skip_amp_check
-    recorder = RunRecorder(backend, device, train["provenance_steps"], train["timing"])
+    recorder = RunRecorder(kernel, device, train["provenance_steps"], train["timing"])
     model = YOLO(train["model"], task="detect")
     recorder.attach(model)
     args = {
@@ -160,7 +163,7 @@ def train_one(
     }
     # Trackers read Ultralytics' settings when the trainer is built: enter them first.
     with (
-        use_backend(backend, cast=train["cast"]) as active,
+        use_backend(kernel, cast=train["cast"]) as active,
         trackers.tracking(train["loggers"], model, tags),
     ):
         try:

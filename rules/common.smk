@@ -3,7 +3,7 @@
 
 import sys
 
-from attnbench import backendinfo
+from attnbench import backendinfo, schedule
 from attnbench import config as cfg
 
 if _no_conda := cfg.missing_conda(workflow.deployment_settings.deployment_method):
@@ -19,6 +19,10 @@ config.update(_validated)
 DATASET = cfg.resolve_dataset(config)
 TRAIN = cfg.effective_train(config, DATASET)
 BACKENDS = config["backends"]
+# Training arms: the backends plus, with analysis.replica, the baseline's A/A replica.
+ARMS = schedule.arms(
+    BACKENDS, config["analysis"]["baseline"], config["analysis"]["replica"]
+)
 SEEDS = config["seeds"]
 DATA_DIR = f"results/data/{DATASET.name}"
 # Snakemake's gpu resource is a counter only; attnbench.gpuslots picks the device.
@@ -26,7 +30,7 @@ GPU_JOBS = 1 if cfg.cuda_hint() else 0
 
 
 wildcard_constraints:
-    backend="|".join(BACKENDS),
+    backend="|".join(ARMS),
     seed=r"\d+",
     dataset=r"[A-Za-z0-9._-]+",
 
@@ -56,13 +60,13 @@ def dataset_spec():
 
 def flash_attn_env(wildcards):
     """The flash-attn build status, for backends whose jobs use the built wheel."""
-    return backendinfo.flash_attn_input(wildcards.backend)
+    return backendinfo.flash_attn_input(schedule.kernel_of(wildcards.backend))
 
 
 def train_runs(filename):
     return expand(
         "results/train/{backend}/seed{seed}/{filename}",
-        backend=BACKENDS,
+        backend=ARMS,
         seed=SEEDS,
         filename=filename,
     )
@@ -74,4 +78,11 @@ def per_backend(pattern):
 
 def backend_conda_env(wildcards):
     """The conda env a backend's jobs run in (flash_attn's ships conda-forge's flash-attn)."""
-    return backendinfo.conda_env_file(wildcards.backend)
+    return backendinfo.conda_env_file(schedule.kernel_of(wildcards.backend))
+
+
+def train_priority(wildcards):
+    """Randomised, interleaved order of train jobs (seed blocks; arms shuffled within)."""
+    return schedule.priority(
+        config["analysis"]["order_seed"], wildcards.backend, int(wildcards.seed), SEEDS
+    )

@@ -1,5 +1,6 @@
-# Training: one Ultralytics run per (backend, seed), each in its own process,
-# with timing, GPU memory, accuracy and proof of the kernels that ran.
+# Training: one Ultralytics run per (arm, seed), each in its own process, with timing,
+# GPU memory, accuracy and proof of the kernels that ran. An arm is a backend or the
+# baseline's A/A replica; jobs run in the seeded random order of attnbench.schedule.
 
 
 rule train:
@@ -14,6 +15,7 @@ rule train:
         "results/logs/train/{backend}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{backend}/seed{seed}.tsv"
+    priority: train_priority
     conda:
         backend_conda_env
     threads: TRAIN["workers"] + 1

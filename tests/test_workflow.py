@@ -21,12 +21,17 @@ from workflow_helpers import (
     snakemake,
 )
 
+from attnbench import schedule
+
 pytestmark = pytest.mark.slow
 
 DEMO = yaml.safe_load(DEMO_CONFIG.read_text())
 BACKENDS = DEMO["backends"]
 SEEDS = DEMO["seeds"]
+# Training arms: the backends and the baseline's A/A replica (analysis.replica: true).
+ARMS = [*BACKENDS, "eager_replica"]
 CPU_BACKENDS = [b for b in BACKENDS if b != "sdpa_cudnn"]
+CPU_ARMS = [*CPU_BACKENDS, "eager_replica"]
 TABLES = ("runs", "summary", "comparisons", "epochs", "kernels", "parity")
 PLOTS = ("curves", "epoch_time", "memory", "speed_memory", "kernels")
 UPSTREAM = (
@@ -57,7 +62,7 @@ def _plan(workdir: Path, configfile: Path = DEMO_CONFIG) -> tuple[dict[str, int]
 
 def test_the_run_made_every_job_once(run):
     stats = job_stats(run[1])
-    runs = len(BACKENDS) * len(SEEDS)
+    runs = len(ARMS) * len(SEEDS)
     assert stats == {
         "attention_shapes": 1, "build_flash_attn": 1, "fetch_dataset": 1,
         "kernel_bench": len(BACKENDS), "parity": len(BACKENDS), "probe_backends": 1,
@@ -74,6 +79,7 @@ def test_every_output_exists(workdir):
     for backend in BACKENDS:
         assert (results / "parity" / f"{backend}.csv").stat().st_size > 0
         assert (results / "kernels" / f"{backend}.csv").stat().st_size > 0
+    for backend in ARMS:
         for seed in SEEDS:
             run_dir = results / "train" / backend / f"seed{seed}"
             assert (run_dir / "metrics.json").exists() and (run_dir / "results.csv").exists()
@@ -95,17 +101,20 @@ def test_backends_json_says_what_runs_here(workdir):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ARMS)
 def test_each_run_records_its_status(workdir, backend, seed):
     run_dir = workdir / "results" / "train" / backend / f"seed{seed}"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["backend"], metrics["seed"], metrics["device"]) == (backend, seed, "cpu")
     assert metrics["epochs"] == DEMO["dataset"]["demo"]["train"]["epochs"]
-    if backend in CPU_BACKENDS:
+    assert metrics["kernel_backend"] == backend.removesuffix("_replica")
+    assert metrics["replica"] is (backend == "eager_replica")
+    if backend in CPU_ARMS:
         assert metrics["status"] == "ok" and metrics["reason"] is None
         assert metrics["provenance"]["matched"] is True
         assert len(metrics["epoch_times_s"]) == metrics["epochs"]
         assert metrics["mAP50_95"] is not None and metrics["images_per_s"] > 0
+        assert metrics["steps_timed"] > 0 and metrics["gpu_ms_per_step"] > 0
         assert (run_dir / "results.csv").read_text().startswith("epoch,")
     else:
         assert metrics["status"] == "unavailable"
@@ -129,9 +138,9 @@ def test_new_seed_trains_only_that_seed(workdir, tmp_path):
     new = max(SEEDS) + 1
     config = config_variant(tmp_path / "seed.yaml", lambda c: c.update(seeds=[*SEEDS, new]))
     stats, jobs = _plan(workdir, config)
-    assert stats == {"train": len(BACKENDS), **DOWNSTREAM}
+    assert stats == {"train": len(ARMS), **DOWNSTREAM}
     trained = sorted((w["backend"], int(w["seed"])) for rule, w in jobs if rule == "train")
-    assert trained == sorted((backend, new) for backend in BACKENDS)
+    assert trained == sorted((backend, new) for backend in ARMS)
 
 
 def test_new_epochs_retrain_every_run_and_nothing_upstream(workdir, tmp_path):
@@ -141,10 +150,30 @@ def test_new_epochs_retrain_every_run_and_nothing_upstream(workdir, tmp_path):
         tmp_path / "epochs.yaml", lambda c: c["dataset"]["demo"]["train"].update(epochs=epochs)
     )
     stats, jobs = _plan(workdir, config)
-    assert stats == {"train": len(BACKENDS) * len(SEEDS), **DOWNSTREAM}
+    assert stats == {"train": len(ARMS) * len(SEEDS), **DOWNSTREAM}
     assert not set(stats) & set(UPSTREAM)
     trained = sorted((w["backend"], int(w["seed"])) for rule, w in jobs if rule == "train")
-    assert trained == sorted((b, s) for b in BACKENDS for s in SEEDS)
+    assert trained == sorted((b, s) for b in ARMS for s in SEEDS)
+
+
+def test_train_jobs_ran_in_the_planned_random_order(workdir):
+    """One train job at a time here (2 threads, 2 cores): start times follow the priorities."""
+    started = {
+        (b, s): json.loads(
+            (workdir / "results" / "train" / b / f"seed{s}" / "metrics.json").read_text()
+        )["started"]
+        for b in ARMS
+        for s in SEEDS
+    }
+    assert sorted(started, key=started.get) == schedule.planned_order(0, ARMS, SEEDS)
+
+
+def test_new_order_seed_reruns_nothing(workdir, tmp_path):
+    """The order is a priority, not a param: a new order seed changes no result."""
+    config = config_variant(
+        tmp_path / "order.yaml", lambda c: c.setdefault("analysis", {}).update(order_seed=7)
+    )
+    assert _plan(workdir, config)[0] in ({}, {"report": 1, "all": 1})
 
 
 def test_train_epochs_overridden_on_the_demo_retrains_nothing(workdir, tmp_path):
