@@ -7,14 +7,21 @@ counted FLOPs / median time, so the rates of different kernels compare the same
 work. `pct_of_matmul_peak` is the forward+backward rate as a percentage of a large
 bf16 matmul (8192^3; fp32 1024^3 on a CPU) timed on the same device in the same process.
 
-Timing: warm-up, then the median of `repeats` calls, each between CUDA events (GPU)
-or perf_counter stamps (CPU), on random data laid out as YOLO12's AAttn passes it
-(views of one qkv buffer), rotating several input sets so small problems do not
-run from a warm L2 cache. `fwd` is the forward as training runs it (autograd
-recording); `fwdbwd` adds the backward from a random output gradient. Peak memory
-is max_memory_allocated during one fwd+bwd call minus what was allocated before it
-(the inputs), in MiB. The backend's `activate` context (e.g. a forced SDPA kernel)
-is entered once around the whole measurement, outside every timed region.
+Two times per call (`attnbench.kerneltiming`): `fwd_ms`/`fwdbwd_ms` time one call as
+training makes it (host dispatch included; warm-up, then the median of `repeats` calls
+between CUDA events or perf_counter stamps, rotating several input sets laid out as
+YOLO12's AAttn passes them, so small problems do not run from a warm L2 cache);
+`graph_fwd_ms`/`graph_fwdbwd_ms` replay the same call captured in a CUDA graph (kernel
+time without host dispatch; L2 flushed before each replay). `fwd` is the forward as
+training runs it (autograd recording); `fwdbwd` adds the backward from a fixed random
+output gradient. Peak memory is max_memory_allocated during one fwd+bwd call minus what
+was allocated before it (the inputs), in MiB. The backend's `activate` context (e.g. a
+forced SDPA kernel) is entered once around the whole measurement, outside every timed
+region.
+
+The whole benchmark (every problem, then every problem again) runs `repetitions` times
+in one job; each row holds the median of the repetitions and their spread
+((max - min) / median, in %), so a reader sees how far one number can be trusted.
 """
 
 from __future__ import annotations
@@ -25,20 +32,35 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from attnbench import backends, host, io
+from attnbench.kerneltiming import (
+    finite,
+    graph_times,
+    l2_bytes,
+    matmul_peak_tflops,
+    median_ms,
+    spread_pct,
+)
 from attnbench.shapes import AttentionProblem, problems
+
+__all__ = ["COLUMNS", "bench_problem", "combine", "median_ms", "run", "spread_pct", "write_csv"]
 
 LOG = logging.getLogger("attnbench.kernelbench")
 
+TIMES = ("fwd_ms", "fwdbwd_ms", "graph_fwd_ms", "graph_fwdbwd_ms")
+SPREADS = tuple(f"{t}_spread_pct" for t in TIMES)
 COLUMNS = [
     "backend", "status", "reason", "device", "gpu", "dtype", "kind", "phase", "B", "heads", "N",
     "head_dim", "fwd_ms", "fwdbwd_ms", "fwd_flops", "fwdbwd_flops", "fwd_tflops", "fwdbwd_tflops",
     "pct_of_matmul_peak", "matmul_peak_tflops", "peak_mem_mb", "repeats",
+    # Added with CUDA-graph timing and repetitions (appended: older readers keep their positions).
+    "graph_fwd_ms", "graph_fwdbwd_ms", "graph_fwd_tflops", "graph_fwdbwd_tflops", "graph_note",
+    *SPREADS, "repetitions",
 ]  # fmt: skip
 
 CPU_DTYPES = ("float32", "bfloat16")  # fp16 attention on a CPU is nobody's training setup
@@ -49,64 +71,7 @@ CPU_MAX_WARMUP = 3
 SCORE_COPIES = 8
 MEMORY_SHARE = 0.5  # skip a problem estimated above this share of free memory
 MAX_SETS = 512  # (8,4,400,32) fp16 needs ~120 sets of 0.8 MB to exceed 2x an H100's L2
-MATMUL = {"cuda": (8192, torch.bfloat16), "cpu": (1024, torch.float32)}
 MIB = 2**20
-
-
-# --------------------------------------------------------------------------- #
-# Timing
-
-
-def median_ms(
-    step: Callable[[int], Any],
-    device: torch.device,
-    warmup: int,
-    repeats: int,
-    prepare: Callable[[int], Any] | None = None,
-) -> float:
-    """Median milliseconds of `step(i)` over `repeats` calls after `warmup` calls.
-
-    Timed calls continue the index after the warm-up (i = warmup, warmup + 1, ...),
-    so with rotating input sets they do not start on the sets just warmed into
-    cache. `prepare(i)` runs before each call, outside the timed span.
-    """
-    for i in range(warmup):
-        if prepare:
-            prepare(i)
-        step(i)
-    host.synchronize(device)
-    if device.type == "cuda":
-        events = [
-            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            for _ in range(repeats)
-        ]
-        for i, (start, end) in enumerate(events, start=warmup):
-            if prepare:
-                prepare(i)
-            start.record()
-            step(i)
-            end.record()
-        host.synchronize(device)
-        times = [start.elapsed_time(end) for start, end in events]
-    else:
-        times = []
-        for i in range(warmup, warmup + repeats):
-            if prepare:
-                prepare(i)
-            t0 = time.perf_counter()
-            step(i)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def matmul_peak_tflops(device: torch.device, warmup: int = 5, repeats: int = 20) -> float:
-    """The achievable dense-matmul rate here: bf16 8192^3 on a GPU, fp32 1024^3 on a CPU."""
-    n, dtype = MATMUL["cuda" if device.type == "cuda" else "cpu"]
-    gen = torch.Generator(device=device).manual_seed(0)
-    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=gen) for _ in range(2))
-    out = torch.empty(n, n, device=device, dtype=dtype)
-    ms = median_ms(lambda _: torch.mm(a, b, out=out), device, warmup, repeats)
-    return 2 * n**3 / ms / 1e9
 
 
 # --------------------------------------------------------------------------- #
@@ -122,8 +87,7 @@ def input_sets(p: AttentionProblem, dtype: torch.dtype, device: torch.device) ->
     """How many input sets to rotate: enough to overflow twice the GPU's L2, within 10% of free memory."""
     if device.type != "cuda":
         return 2
-    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * MIB)
-    wanted = math.ceil(2 * l2 / set_bytes(p, dtype))
+    wanted = math.ceil(2 * l2_bytes(device) / set_bytes(p, dtype))
     affordable = max(2, int(0.1 * host.free_bytes(device) // set_bytes(p, dtype)))
     return max(2, min(wanted, MAX_SETS, affordable))
 
@@ -158,8 +122,11 @@ def bench_problem(
     repeats: int,
     sets: int | None = None,
     seed: int = 0,
-) -> dict[str, float | None]:
-    """fwd and fwd+bwd median ms, and the fwd+bwd call's peak memory (MiB; None on a CPU).
+    graphs: bool = True,
+    log: logging.Logger = LOG,
+) -> dict[str, Any]:
+    """fwd and fwd+bwd median ms, direct and as CUDA-graph replays, and the fwd+bwd call's
+    peak memory (MiB; None on a CPU). `graph_note` says why a graph time is missing.
 
     Call it inside `backend.context()`: a forced SDPA kernel is selected there.
     """
@@ -200,7 +167,9 @@ def bench_problem(
             forward_backward(0)
             host.synchronize(device)
             peak = (torch.cuda.max_memory_allocated(device) - before) / MIB
-    return {"fwd_ms": fwd_ms, "fwdbwd_ms": fwdbwd_ms, "peak_mem_mb": peak}
+        drop_grad(0)
+        graph = graph_times(forward, bufs[0], douts[0], device, repeats, graphs, log)
+    return {"fwd_ms": fwd_ms, "fwdbwd_ms": fwdbwd_ms, "peak_mem_mb": peak, **graph}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -224,8 +193,8 @@ def run(
     """Rows of results/kernels/<name>.csv: every (problem, dtype), ok or the reason it is not.
 
     `settings` is config's `kernels` section (dtypes, warmup, repeats, seq_lens,
-    cpu_seq_lens, cpu_repeats). A CPU runs the tiny sweep (cpu_seq_lens,
-    cpu_repeats) in fp32 and bf16 only.
+    cpu_seq_lens, cpu_repeats, repetitions, graphs; the last two default to 1 and true).
+    A CPU runs the tiny sweep (cpu_seq_lens, cpu_repeats) in fp32 and bf16 only.
     """
     backend = backends.get(name)
     cpu = device.type != "cuda"
@@ -233,39 +202,58 @@ def run(
     seq_lens = settings["cpu_seq_lens"] if cpu else settings["seq_lens"]
     repeats = settings["cpu_repeats"] if cpu else max(settings["repeats"], min_repeats)
     warmup = min(settings["warmup"], CPU_MAX_WARMUP) if cpu else settings["warmup"]
+    repetitions = int(settings.get("repetitions", 1))
+    graphs = bool(settings.get("graphs", True))
     if not cpu and repeats != settings["repeats"]:
         log.info("repeats raised from %d to %d on the GPU", settings["repeats"], repeats)
-    todo = problems(shapes, seq_lens)
+    todo = [(d, p) for d in dtypes for p in problems(shapes, seq_lens)]
     gpu = host.device_name(device)
-    peak = matmul_peak
-    if peak is None and todo and device.type in backend.devices:
-        peak = matmul_peak_tflops(device, repeats=20 if not cpu else max(3, repeats))
-    log.info(
-        "%s on %s (%s): %d problems x %s; matmul ceiling %.1f TFLOP/s (%s)",
-        name, device, gpu, len(todo), ",".join(dtypes), peak or float("nan"),
-        "bf16 8192^3" if not cpu else "fp32 1024^3",
-    )  # fmt: skip
     reasons = {
         (d, hd): backends.check(name, device, host.torch_dtype(d), head_dim=hd)
         for d in dtypes
-        for hd in sorted({p.head_dim for p in todo})
+        for hd in sorted({p.head_dim for _, p in todo})
     }
-    runnable = any(reason is None for reason in reasons.values())
-    rows = []
+    runnable = [(d, p) for d, p in todo if reasons[(d, p.head_dim)] is None]
+    log.info(
+        "%s on %s (%s): %d problems x %s, %d runnable; %d repetition(s) of %d timed calls "
+        "after %d warm-up; CUDA graphs %s",
+        name, device, gpu, len(todo) // max(1, len(dtypes)), ",".join(dtypes), len(runnable),
+        repetitions, repeats, warmup, "on" if graphs and not cpu else "off",
+    )  # fmt: skip
+    measured: dict[tuple[str, AttentionProblem], list[dict[str, Any]]] = {k: [] for k in runnable}
+    peaks: list[float] = []
+    start = time.monotonic()
     # Entered once, outside every timed region (a failed activation is in `reasons`).
     with backend.context() if runnable else contextlib.nullcontext():
-        for dtype_name in dtypes:
-            for p in todo:
-                row = {
-                    "backend": name, "device": str(device), "gpu": gpu, "dtype": dtype_name,
-                    "kind": p.kind, "phase": p.phase, "B": p.B, "heads": p.heads, "N": p.N,
-                    "head_dim": p.head_dim, "fwd_flops": p.fwd_flops,
-                    "fwdbwd_flops": p.fwdbwd_flops, "matmul_peak_tflops": _sig(peak),
-                }  # fmt: skip
-                reason = reasons[(dtype_name, p.head_dim)]
-                row.update(_measure(backend, p, dtype_name, device, warmup, repeats, peak, reason))
-                _log_row(log, row)
-                rows.append({c: row.get(c) for c in COLUMNS})
+        for rep in range(1, repetitions + 1) if runnable else ():
+            peak = matmul_peak
+            if peak is None:
+                peak = matmul_peak_tflops(device, repeats=20 if not cpu else max(3, repeats))
+            peaks.append(peak)
+            log.info(
+                "repetition %d/%d: matmul ceiling %.1f TFLOP/s (%s)",
+                rep, repetitions, peak, "fp32 1024^3" if cpu else "bf16 8192^3",
+            )  # fmt: skip
+            for i, (dtype_name, p) in enumerate(runnable, start=1):
+                result = _measure(backend, p, dtype_name, device, warmup, repeats, graphs, log)
+                measured[(dtype_name, p)].append(result)
+                _log_progress(log, i, len(runnable), rep, repetitions, start, dtype_name, p, result)
+    peak = _sig(statistics.median(peaks) if peaks else matmul_peak)
+    rows = []
+    for dtype_name, p in todo:
+        row = {
+            "backend": name, "device": str(device), "gpu": gpu, "dtype": dtype_name,
+            "kind": p.kind, "phase": p.phase, "B": p.B, "heads": p.heads, "N": p.N,
+            "head_dim": p.head_dim, "fwd_flops": p.fwd_flops, "fwdbwd_flops": p.fwdbwd_flops,
+            "matmul_peak_tflops": peak,
+        }  # fmt: skip
+        reason = reasons[(dtype_name, p.head_dim)]
+        if reason:
+            row.update(status="unavailable", reason=reason, repetitions=0)
+        else:
+            row.update(_rates(p, combine(measured[(dtype_name, p)]), peak))
+        _log_row(log, row)
+        rows.append({c: row.get(c) for c in COLUMNS})
     return rows
 
 
@@ -276,11 +264,10 @@ def _measure(
     device: torch.device,
     warmup: int,
     repeats: int,
-    peak: float | None,
-    reason: str | None,
+    graphs: bool,
+    log: logging.Logger,
 ) -> dict[str, Any]:
-    if reason:
-        return {"status": "unavailable", "reason": reason}
+    """One repetition of one problem: raw times, or why there are none."""
     dtype = host.torch_dtype(dtype_name)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the previous problem's cached blocks are free for this one
@@ -293,26 +280,65 @@ def _measure(
             f"{free / 2**30:.1f} GiB free on {device.type}",
         }
     try:
-        timing = bench_problem(backend, p, dtype, device, warmup, repeats, sets)
+        timing = bench_problem(
+            backend, p, dtype, device, warmup, repeats, sets, graphs=graphs, log=log
+        )
     except Exception as exc:  # a kernel's refusal or OOM at one size is a result, not a crash
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if host.is_oom(exc):
             return {"status": "skipped", "reason": f"out of memory: {_first_line(exc)}"}
         return {"status": "failed", "reason": _first_line(exc)}
-    fwd_tflops = p.fwd_flops / timing["fwd_ms"] / 1e9
-    fwdbwd_tflops = p.fwdbwd_flops / timing["fwdbwd_ms"] / 1e9
-    return {
-        "status": "ok",
-        "reason": None,
-        "fwd_ms": _sig(timing["fwd_ms"]),
-        "fwdbwd_ms": _sig(timing["fwdbwd_ms"]),
-        "fwd_tflops": _sig(fwd_tflops),
-        "fwdbwd_tflops": _sig(fwdbwd_tflops),
-        "pct_of_matmul_peak": _sig(100 * fwdbwd_tflops / peak) if peak else None,
-        "peak_mem_mb": _sig(timing["peak_mem_mb"]),
-        "repeats": repeats,
-    }
+    return {"status": "ok", "reason": None, "repeats": repeats, **timing}
+
+
+# --------------------------------------------------------------------------- #
+# Repetitions
+
+
+def combine(repetitions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One row's values from the repetitions of one problem: the median of each time over
+    the repetitions that ran, its spread, and how many ran (`repetitions`).
+
+    A problem that ran in none keeps the first repetition's status and reason; one that
+    ran in some is `ok` and its reason says what happened to the others.
+    """
+    ok = [r for r in repetitions if r.get("status") == "ok"]
+    if not ok:
+        first = repetitions[0] if repetitions else {"status": "failed", "reason": "not run"}
+        return {"status": first["status"], "reason": first["reason"], "repetitions": 0}
+    out: dict[str, Any] = {"status": "ok", "reason": None, "repetitions": len(ok)}
+    out["repeats"] = ok[0].get("repeats")
+    if len(ok) < len(repetitions):
+        bad = next(r for r in repetitions if r.get("status") != "ok")
+        out["reason"] = (
+            f"{len(repetitions) - len(ok)} of {len(repetitions)} repetitions "
+            f"{bad['status']}: {bad['reason']}"
+        )
+    for column in (*TIMES, "peak_mem_mb"):
+        values = [r.get(column) for r in ok if finite(r.get(column))]
+        out[column] = statistics.median(values) if values else None
+    for column, spread in zip(TIMES, SPREADS, strict=True):
+        out[spread] = spread_pct(r.get(column) for r in ok)
+    notes = list(dict.fromkeys(r["graph_note"] for r in ok if r.get("graph_note")))
+    out["graph_note"] = " | ".join(notes) or None
+    return out
+
+
+def _rates(p: AttentionProblem, values: Mapping[str, Any], peak: float | None) -> dict[str, Any]:
+    """Rounded times and spreads, with TFLOP/s and % of the matmul ceiling from the medians."""
+    out = dict(values)
+    for column in (*TIMES, *SPREADS, "peak_mem_mb"):
+        out[column] = _sig(values.get(column))
+    if values.get("status") != "ok":
+        return out
+    for prefix in ("", "graph_"):
+        for what, flops in (("fwd", p.fwd_flops), ("fwdbwd", p.fwdbwd_flops)):
+            ms = values.get(f"{prefix}{what}_ms")
+            out[f"{prefix}{what}_tflops"] = _sig(flops / ms / 1e9) if finite(ms) and ms else None
+    rate = out.get("fwdbwd_tflops")
+    out["pct_of_matmul_peak"] = _sig(100 * rate / peak) if rate and peak else None
+    return out
 
 
 def _sig(value: float | None, digits: int = 5) -> float | None:
@@ -320,18 +346,69 @@ def _sig(value: float | None, digits: int = 5) -> float | None:
     return None if value is None else float(f"{value:.{digits}g}")
 
 
+# --------------------------------------------------------------------------- #
+# The log
+
+
+def _shape(dtype_name: str, p: AttentionProblem) -> str:
+    return f"{p.B}x{p.heads}x{p.N}x{p.head_dim} {dtype_name} ({p.phase})"
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.4f} ms" if finite(value) else "n/a"
+
+
+def _log_progress(
+    log: logging.Logger,
+    index: int,
+    total: int,
+    rep: int,
+    repetitions: int,
+    start: float,
+    dtype_name: str,
+    p: AttentionProblem,
+    result: Mapping[str, Any],
+) -> None:
+    """One line per problem as it finishes: where the job is, and what it measured."""
+    elapsed = time.monotonic() - start
+    where = f"shape {index}/{total}, repetition {rep}/{repetitions}, {elapsed:.0f} s"
+    if result["status"] != "ok":
+        log.info("[%s] %s %s: %s", where, _shape(dtype_name, p), result["status"], result["reason"])
+        return
+    log.info(
+        "[%s] %s fwd %s, fwd+bwd %s; graph fwd %s, fwd+bwd %s%s",
+        where, _shape(dtype_name, p), _ms(result["fwd_ms"]), _ms(result["fwdbwd_ms"]),
+        _ms(result.get("graph_fwd_ms")), _ms(result.get("graph_fwdbwd_ms")),
+        f" ({result['graph_note']})" if result.get("graph_note") else "",
+    )  # fmt: skip
+
+
 def _log_row(log: logging.Logger, row: Mapping[str, Any]) -> None:
-    shape = (
-        f"{row['B']}x{row['heads']}x{row['N']}x{row['head_dim']} {row['dtype']} ({row['phase']})"
+    """The row as written: medians over the repetitions, their spreads, the rates."""
+    p = AttentionProblem(
+        row["kind"], row["phase"], row["B"], row["heads"], row["N"], row["head_dim"]
     )
+    shape = _shape(row["dtype"], p)
     if row["status"] != "ok":
         log.info("%-40s %s: %s", shape, row["status"], row["reason"])
         return
+
+    def spread(column: str) -> str:
+        value = row.get(f"{column}_spread_pct")
+        return f" ±{value:.1f}%" if finite(value) else ""
+
     mem = f", {row['peak_mem_mb']:.0f} MiB" if row["peak_mem_mb"] is not None else ""
+    graph = (
+        f"; graph fwd+bwd {_ms(row['graph_fwdbwd_ms'])}{spread('graph_fwdbwd_ms')} "
+        f"({row['graph_fwdbwd_tflops']:.2f} TFLOP/s)"
+        if finite(row.get("graph_fwdbwd_ms"))
+        else f"; no graph time ({row.get('graph_note')})"
+    )
     log.info(
-        "%-40s fwd %.4f ms (%.2f TFLOP/s), fwd+bwd %.4f ms (%.2f TFLOP/s, %.1f%% of matmul)%s",
-        shape, row["fwd_ms"], row["fwd_tflops"], row["fwdbwd_ms"], row["fwdbwd_tflops"],
-        row["pct_of_matmul_peak"] or float("nan"), mem,
+        "%-40s median of %d: fwd %s%s, fwd+bwd %s%s (%.2f TFLOP/s, %.2f%% of matmul)%s%s",
+        shape, row["repetitions"], _ms(row["fwd_ms"]), spread("fwd_ms"), _ms(row["fwdbwd_ms"]),
+        spread("fwdbwd_ms"), row["fwdbwd_tflops"], row["pct_of_matmul_peak"] or float("nan"),
+        graph, mem,
     )  # fmt: skip
 
 

@@ -1,17 +1,21 @@
 """The kernel benchmark on CPU at tiny sizes: FLOP counting, rows and their columns,
 unavailable and skipped rows, the CSV contract, the backend's context entered once
-around the measurement; timing on a GPU when present."""
+around the measurement, repetitions (median and spread), graph columns and progress
+lines; timing and CUDA-graph capture of every backend on a GPU when present."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import dataclasses
+import logging
+import math
 
+import pandas as pd
 import pytest
 import torch
 
-from attnbench import backends, envinfo, host, kernelbench, parity, shapes
+from attnbench import backends, envinfo, host, kernelbench, kerneltiming, parity, shapes
 
 CPU = torch.device("cpu")
 SHAPES = {
@@ -32,6 +36,7 @@ TINY = {
     "seq_lens": [400, 1600],
     "cpu_seq_lens": [32],
     "cpu_repeats": 3,
+    "repetitions": 2,
 }
 
 
@@ -74,6 +79,7 @@ def test_cpu_rows_for_an_available_backend():
     for r in rows:
         assert r["status"] == "ok", r
         assert r["repeats"] == 3 and r["device"] == "cpu" and r["peak_mem_mb"] is None
+        assert r["repetitions"] == 2
         assert r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0
         assert r["fwd_tflops"] == pytest.approx(r["fwd_flops"] / r["fwd_ms"] / 1e9, rel=1e-3)
         assert r["pct_of_matmul_peak"] == pytest.approx(100 * r["fwdbwd_tflops"] / 0.1, rel=1e-3)
@@ -189,3 +195,204 @@ def test_gpu_backends_give_rows(name):
     settings = {**TINY, "dtypes": ["float16"], "seq_lens": [400]}
     rows = kernelbench.run(name, SHAPES, settings, torch.device("cuda", 0), min_repeats=50)
     assert {r["status"] for r in rows} == {"ok"}
+
+
+# --------------------------------------------------------------------------- #
+# Graph columns, repetitions, progress
+
+
+GRAPH_COLUMNS = ["graph_fwd_ms", "graph_fwdbwd_ms", "graph_fwd_tflops", "graph_fwdbwd_tflops"]
+NEW_COLUMNS = [*GRAPH_COLUMNS, "graph_note", *kernelbench.SPREADS, "repetitions"]
+
+
+def test_new_columns_and_their_types_on_cpu(tmp_path):
+    """Graph columns exist and are NaN on a CPU (no graphs there), with the reason; spreads
+    and the repetition count are numbers; every earlier column is kept in its place."""
+    old = kernelbench.COLUMNS[: kernelbench.COLUMNS.index("repeats") + 1]
+    assert [*old, *NEW_COLUMNS] == kernelbench.COLUMNS
+    rows = kernelbench.run("sdpa_math", SHAPES, {**TINY, "repetitions": 3}, CPU, matmul_peak=0.1)
+    rows += kernelbench.run("sdpa_cudnn", SHAPES, TINY, CPU)
+    path = tmp_path / "kernels.csv"
+    kernelbench.write_csv(path, rows)
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == kernelbench.COLUMNS
+    for column in (*GRAPH_COLUMNS, "graph_fwd_ms_spread_pct", "graph_fwdbwd_ms_spread_pct"):
+        assert frame[column].dtype == float and frame[column].isna().all(), column
+    ok = frame[frame["status"] == "ok"]
+    assert (ok["graph_note"] == "no CUDA graphs on cpu").all()
+    assert (ok["repetitions"] == 3).all() and frame["repetitions"].dtype.kind == "i"
+    for column in ("fwd_ms_spread_pct", "fwdbwd_ms_spread_pct"):
+        assert ok[column].dtype == float and (ok[column] >= 0).all()
+    unavailable = frame[frame["status"] == "unavailable"]
+    assert (unavailable["repetitions"] == 0).all() and unavailable["graph_note"].isna().all()
+
+
+def test_spread_pct_of_known_values():
+    assert kerneltiming.spread_pct([1.0, 1.2, 0.9]) == pytest.approx(30.0)
+    assert kerneltiming.spread_pct([2.0, 2.0, 2.0]) == 0.0
+    assert kerneltiming.spread_pct([2.0, None, float("nan"), 3.0]) == pytest.approx(40.0)
+    assert kerneltiming.spread_pct([2.0]) is None and kerneltiming.spread_pct([]) is None
+
+
+def _rep(fwd, fwdbwd, gfwd, gfwdbwd, mem=10.0, note=None, status="ok", reason=None):
+    return {"status": status, "reason": reason, "repeats": 50, "fwd_ms": fwd,
+            "fwdbwd_ms": fwdbwd, "graph_fwd_ms": gfwd, "graph_fwdbwd_ms": gfwdbwd,
+            "peak_mem_mb": mem, "graph_note": note}  # fmt: skip
+
+
+def test_combine_takes_the_median_and_spread_of_the_repetitions():
+    reps = [_rep(0.30, 1.0, 0.10, 0.50), _rep(0.20, 1.2, 0.11, 0.40), _rep(0.25, 0.9, 0.09, 0.45)]
+    row = kernelbench.combine(reps)
+    assert row["status"] == "ok" and row["reason"] is None and row["repetitions"] == 3
+    assert row["repeats"] == 50 and row["peak_mem_mb"] == 10.0
+    assert (row["fwd_ms"], row["fwdbwd_ms"]) == (0.25, 1.0)
+    assert (row["graph_fwd_ms"], row["graph_fwdbwd_ms"]) == (0.10, 0.45)
+    assert row["fwd_ms_spread_pct"] == pytest.approx(100 * 0.10 / 0.25)
+    assert row["fwdbwd_ms_spread_pct"] == pytest.approx(30.0)
+    assert row["graph_fwd_ms_spread_pct"] == pytest.approx(100 * 0.02 / 0.10)
+    assert row["graph_fwdbwd_ms_spread_pct"] == pytest.approx(100 * 0.10 / 0.45)
+    # Rates come from the medians, as every row of the CSV does.
+    p = shapes.AttentionProblem("model", "train", 8, 4, 400, 32)
+    rated = kernelbench._rates(p, row, peak=100.0)
+    assert rated["fwdbwd_tflops"] == pytest.approx(p.fwdbwd_flops / 1.0 / 1e9, rel=1e-4)
+    assert rated["graph_fwdbwd_tflops"] == pytest.approx(p.fwdbwd_flops / 0.45 / 1e9, rel=1e-4)
+    assert rated["pct_of_matmul_peak"] == pytest.approx(rated["fwdbwd_tflops"], rel=1e-4)
+
+
+def test_combine_with_a_missing_graph_time_and_a_failed_repetition():
+    note = "fwd+bwd: capture failed: RuntimeError: operation not permitted when stream is capturing"
+    reps = [
+        _rep(0.3, 1.0, 0.1, None, note=note),
+        _rep(0.2, 1.2, 0.2, None, note=note),
+        {"status": "skipped", "reason": "out of memory: CUDA out of memory"},
+    ]
+    row = kernelbench.combine(reps)
+    assert row["status"] == "ok" and row["repetitions"] == 2
+    assert row["reason"] == "1 of 3 repetitions skipped: out of memory: CUDA out of memory"
+    assert row["fwdbwd_ms"] == pytest.approx(1.1) and row["graph_fwd_ms"] == pytest.approx(0.15)
+    assert row["graph_fwdbwd_ms"] is None and row["graph_fwdbwd_ms_spread_pct"] is None
+    assert row["graph_note"] == note  # the same note once, not once per repetition
+    failed = kernelbench.combine([{"status": "failed", "reason": "boom"}] * 3)
+    assert failed == {"status": "failed", "reason": "boom", "repetitions": 0}
+
+
+def test_graph_failure_is_a_note_in_an_ok_row(monkeypatch):
+    """A call that cannot be captured keeps its direct times; its graph columns are empty."""
+
+    def refused(*args, **kwargs):
+        return {"graph_fwd_ms": None, "graph_fwdbwd_ms": None, "graph_note": "fwd: capture failed"}
+
+    monkeypatch.setattr(kernelbench, "graph_times", refused)
+    rows = kernelbench.run("eager", SHAPES, {**TINY, "dtypes": ["float32"]}, CPU, matmul_peak=0.1)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert all(r["graph_note"] == "fwd: capture failed" and r["fwd_ms"] > 0 for r in rows)
+    assert all(r["graph_fwdbwd_tflops"] is None for r in rows)
+
+
+def test_graph_timing_says_why_it_did_not_run():
+    assert kerneltiming.graph_ms(lambda: (), CPU, 3) == (None, "CUDA graphs need a CUDA GPU (cpu)")
+    off = kerneltiming.graph_times(lambda i: torch.zeros(1), torch.zeros(1), torch.zeros(1),
+                                   CPU, 3, enabled=False, log=kernelbench.LOG)  # fmt: skip
+    assert off["graph_note"] == "CUDA graphs switched off (kernels.graphs: false)"
+    rows = kernelbench.run(
+        "eager", SHAPES, {**TINY, "dtypes": ["float32"], "graphs": False}, CPU, matmul_peak=0.1
+    )
+    assert {r["graph_note"] for r in rows} == {"CUDA graphs switched off (kernels.graphs: false)"}
+
+
+def test_root_cause_names_the_error_that_started_it():
+    try:
+        try:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error") from None
+    except RuntimeError as exc:
+        assert (
+            kerneltiming.root_cause(exc)
+            == "RuntimeError: CUDA error: operation failed due to a previous error"
+        )
+    try:
+        try:
+            raise ValueError("the op")
+        except ValueError:
+            raise RuntimeError("capture_end failed")  # noqa: B904 - the context is the point
+    except RuntimeError as exc:
+        assert kerneltiming.root_cause(exc) == "ValueError: the op"
+
+
+def test_progress_lines_name_shape_repetition_and_times(caplog):
+    settings = {**TINY, "dtypes": ["float32"], "repetitions": 3}
+    with caplog.at_level(logging.INFO, logger="attnbench.kernelbench"):
+        kernelbench.run("sdpa_math", SHAPES, settings, CPU, matmul_peak=0.1)
+    lines = caplog.messages
+    progress = [m for m in lines if m.startswith("[shape ")]
+    assert len(progress) == 3 * 3  # (2 model + 1 sweep) x 3 repetitions, one line each
+    assert progress[0].startswith("[shape 1/3, repetition 1/3, ")
+    assert progress[-1].startswith("[shape 3/3, repetition 3/3, ")
+    assert all(" fwd " in m and "fwd+bwd" in m and " ms" in m for m in progress)
+    assert sum(m.startswith("repetition ") and "matmul ceiling" in m for m in lines) == 3
+    summary = [m for m in lines if "median of 3:" in m]
+    assert len(summary) == 3 and all("%" in m for m in summary)
+
+
+# --------------------------------------------------------------------------- #
+# CUDA graphs on a GPU
+
+
+def _cuda() -> torch.device:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU: CUDA graphs exist only there")
+    return torch.device("cuda", 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(backends.REGISTRY))
+def test_gpu_graph_capture_of_every_backend(name):
+    """Every available backend's call is captured and replayed, forward and fwd+bwd."""
+    device = _cuda()
+    reason = backends.check(name, device, torch.float16)
+    if reason:
+        pytest.skip(reason)
+    settings = {**TINY, "dtypes": ["float16"], "seq_lens": [1600], "repetitions": 3}
+    rows = kernelbench.run(name, SHAPES, settings, device, min_repeats=20)
+    assert {r["status"] for r in rows} == {"ok"}, rows
+    for r in rows:
+        assert r["graph_note"] is None, r["graph_note"]
+        assert r["graph_fwd_ms"] > 0 and r["graph_fwdbwd_ms"] > 0, r
+        assert r["graph_fwdbwd_tflops"] > 0 and r["repetitions"] == 3
+        assert r["graph_fwdbwd_ms_spread_pct"] >= 0 and r["fwdbwd_ms_spread_pct"] >= 0
+        # Kernels alone cannot take much longer than the same kernels plus host dispatch.
+        assert r["graph_fwdbwd_ms"] < 1.5 * r["fwdbwd_ms"], r
+
+
+@pytest.mark.gpu
+def test_gpu_uncapturable_call_is_a_note_and_the_gpu_stays_usable(monkeypatch):
+    """A host sync inside the call breaks the capture: note it, keep the row, carry on."""
+    device = _cuda()
+
+    def syncing(q, k, v):
+        out = backends.sdpa_attention(q, k, v)
+        float(out.float().sum())  # .item(): not allowed while a stream is capturing
+        return out
+
+    entry = dataclasses.replace(backends.REGISTRY["sdpa_math"], fn=syncing)
+    monkeypatch.setitem(backends.REGISTRY, "sdpa_math", entry)
+    settings = {**TINY, "dtypes": ["float16"], "seq_lens": [], "repetitions": 1}
+    rows = kernelbench.run("sdpa_math", SHAPES, settings, device, min_repeats=5)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert all("capture failed" in r["graph_note"] and r["graph_fwd_ms"] is None for r in rows)
+    assert torch.cuda.current_stream(device) == torch.cuda.default_stream(device)
+    after = kernelbench.run("eager", SHAPES, settings, device, min_repeats=5)
+    assert all(r["graph_note"] is None and r["graph_fwd_ms"] > 0 for r in after)
+
+
+@pytest.mark.gpu
+def test_gpu_graph_ms_of_a_known_call():
+    """A replayed matmul is timed near its FLOP floor and agrees with a direct call."""
+    device = _cuda()
+    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+    ms, why = kerneltiming.graph_ms(lambda: (a @ a,), device, repeats=20)
+    assert why is None and ms > 0
+    tflops = 2 * 4096**3 / ms / 1e9
+    assert 50 < tflops < 2000, tflops
+    assert not math.isnan(ms)
