@@ -1,19 +1,25 @@
 """Building the flash-attn wheel: find or download the sdist, compile, install, verify.
 
 The decisions (targets, jobs, flags, cache key) are `attnbench.flashbuild`'s; this
-module runs pip and streams its output into the rule's log.
+module runs pip and logs the build's progress into the rule's log (one line per
+compiled object, a heartbeat while nvcc is quiet, compiler errors), keeping pip's
+whole output in a file beside the wheels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -30,6 +36,12 @@ SDIST_ENV = "ATTNBENCH_FLASH_ATTN_SDIST"
 SDIST_DIRS = (".whl", "results/env/sdist")
 COMPILER_ERROR = re.compile(r"(fatal )?error:|\bKilled\b|out of memory", re.IGNORECASE)
 LINE_LIMIT = 600  # ninja -v prints whole nvcc command lines; keep the log readable
+# ninja's default status ("[finished/total] ") starts the line of each finished edge.
+NINJA_STATUS = re.compile(r"^\[(\d+)/(\d+)\]")
+COMPILED_SOURCE = re.compile(r"\s-c\s+(\S+\.(?:cu|cpp|cc|c))\b")
+HEARTBEAT_S = 60.0  # a "still building" line after this long without progress
+MAX_ERRORS = 5
+BUILD_OUTPUT = "build-output.log"  # beside the wheels: pip's whole output of the last build
 # Python-side modules the sdist's setup.py imports (pip runs it without build isolation).
 BUILD_MODULES = {"wheel": "wheel", "setuptools": "setuptools", "packaging": "packaging"}
 
@@ -96,37 +108,117 @@ def _shorten(line: str) -> str:
     return f"{line[: LINE_LIMIT // 2]} [...] {line[-LINE_LIMIT // 2 :]}"
 
 
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _compiled(line: str) -> str:
+    """What a ninja status line built: the source after -c (an nvcc/c++ command), else the line."""
+    match = COMPILED_SOURCE.search(line)
+    return Path(match.group(1)).name if match else _shorten(line[line.find("]") + 1 :].strip())
+
+
+class Progress:
+    """Progress of a build from ninja's `[k/n]` lines: one INFO line per finished object,
+    with elapsed time and an estimate of what is left, and a heartbeat when nothing comes.
+    """
+
+    def __init__(self, log: logging.Logger, heartbeat_s: float, clock: Callable[[], float]):
+        self.log, self.heartbeat_s, self.clock = log, heartbeat_s, clock
+        self.start = self.last = clock()
+        self.done = self.total = 0
+
+    def line(self, line: str) -> bool:
+        """Log a `[k/n]` line as progress (True), or leave the line to the caller (False)."""
+        match = NINJA_STATUS.match(line)
+        if not match:
+            return False
+        self.done, self.total = map(int, match.groups())
+        elapsed = self.clock() - self.start
+        self.last = self.clock()
+        left = ""
+        if 0 < self.done < self.total:
+            left = f", about {_duration(elapsed / self.done * (self.total - self.done))} left"
+        self.log.info(
+            "compile %d/%d (%.0f%%) %s, %s elapsed%s",
+            self.done, self.total, 100 * self.done / self.total, _compiled(line),
+            _duration(elapsed), left,
+        )  # fmt: skip
+        return True
+
+    def tick(self) -> None:
+        """A heartbeat line when nothing was logged for `heartbeat_s` (nvcc's first objects take minutes)."""
+        now = self.clock()
+        if now - self.last < self.heartbeat_s:
+            return
+        self.last = now
+        done = (
+            f"{self.done}/{self.total} objects compiled" if self.total else "no object compiled yet"
+        )
+        self.log.info("still building: %s, %s elapsed", done, _duration(now - self.start))
+
+
 def stream(
-    cmd: list[str], env: Mapping[str, str], log: logging.Logger = LOG
+    cmd: list[str],
+    env: Mapping[str, str],
+    log: logging.Logger = LOG,
+    output: Path | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> tuple[int, list[str]]:
-    """Run `cmd`, logging each line as it comes (a long compile shows progress).
+    """Run `cmd`, logging its progress at INFO as it comes (ninja's `[k/n]`, a heartbeat,
+    compiler errors) and every other line at DEBUG; with `output`, all lines go to that file.
 
     Returns the exit code and the lines worth quoting: the first compiler errors
     (pip's traceback buries them), then the last lines.
     """
     tail: deque[str] = deque(maxlen=40)
     first_errors: list[str] = []
-    progress = re.compile(r"^\[(\d+)/(\d+)\]")
-    with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(env), bufsize=1
-    ) as proc:
+    progress = Progress(log, heartbeat_s, time.monotonic)
+    lines: queue.Queue[str | None] = queue.Queue()
+    sink = output.open("w") if output else contextlib.nullcontext()
+    with sink as fh, subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(env), bufsize=1,
+        errors="replace",
+    ) as proc:  # fmt: skip
         assert proc.stdout is not None
-        for raw in proc.stdout:
+        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+        while True:
+            try:
+                raw = lines.get(timeout=min(heartbeat_s, 5.0))
+            except queue.Empty:
+                progress.tick()
+                continue
+            if raw is None:
+                break
+            if fh:
+                fh.write(raw)
             line = raw.rstrip()
             if not line:
                 continue
             tail.append(line)
-            if len(first_errors) < 5 and COMPILER_ERROR.search(line):
+            if progress.line(line):
+                continue
+            if len(first_errors) < MAX_ERRORS and COMPILER_ERROR.search(line):
                 first_errors.append(line)
-            match = progress.match(line)
-            if match:
-                done, total = map(int, match.groups())
-                log.info(
-                    "compile %d/%d (%.0f%%) %s", done, total, 100 * done / total, _shorten(line)
-                )
+                log.info("! %s", _shorten(line))
             else:
-                log.info("| %s", _shorten(line))
+                log.debug("| %s", _shorten(line))
+            progress.tick()
+        reader.join()
+    if proc.returncode != 0:
+        log.info("build output ends:\n%s", "\n".join(_shorten(x) for x in tail))
     return proc.returncode, first_errors + list(tail)
+
+
+def _pump(source: Iterable[str], lines: queue.Queue[str | None]) -> None:
+    """Move the child's lines to the queue (a thread, so the heartbeat runs while nvcc is quiet)."""
+    try:
+        for raw in source:
+            lines.put(raw)
+    finally:
+        lines.put(None)
 
 
 def _error_line(lines: list[str]) -> str:
@@ -147,8 +239,15 @@ def build_wheel(
             sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
             "--wheel-dir", tmp, str(sdist),
         ]  # fmt: skip
+        output = wheels / BUILD_OUTPUT
         log.info("building: %s", " ".join(cmd))
-        code, tail = stream(cmd, env, log)
+        log.info(
+            "progress below: one line per compiled object (ninja's [k/n]) and a heartbeat "
+            "every %.0f s; pip's full output goes to %s",
+            HEARTBEAT_S, output,
+        )  # fmt: skip
+        env = {**env, "PYTHONUNBUFFERED": "1"}  # setup.py's prints arrive as they happen
+        code, tail = stream(cmd, env, log, output=output)
         built = sorted(Path(tmp).glob(f"{PACKAGE}-*.whl"))
         if code != 0 or not built:
             raise BuildUnavailableError(
