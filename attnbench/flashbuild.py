@@ -290,7 +290,11 @@ def _build_or_explain(
     jobs = None
     if cached:
         wheel = cached[-1]
-        record = read_json(_record_path(wheel)) if _record_path(wheel).exists() else {}
+        record_path = _record_path(wheel)
+        record = {}
+        if record_path.exists():  # a side file of the cache, not a rule output: no --forcerun
+            fix = f"delete {record_path} and rerun (the cached wheel is kept, its build time lost)"
+            record = read_json(record_path, keys=("build_seconds",), fix=fix)
         build_seconds = record.get("build_seconds")
         log.info("reusing cached wheel %s (built in %s s)", wheel, build_seconds)
     else:

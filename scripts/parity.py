@@ -18,6 +18,7 @@ with gpu_job(smk) as job:
     job.log.info(
         "parity of %s on %s (%s), thresholds %s", backend, job.device, job.slot.reason, thresholds
     )
-    rows = parity.run(backend, read_json(smk.input.shapes)["calls"], thresholds, job.device)
+    calls = read_json(smk.input.shapes, keys=("calls",))["calls"]
+    rows = parity.run(backend, calls, thresholds, job.device)
     write_csv(smk.output[0], rows, parity.COLUMNS)
     job.log.info("%s: status %s", backend, sorted({r["status"] for r in rows}))

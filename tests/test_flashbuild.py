@@ -221,6 +221,84 @@ def test_stream_logs_progress_and_returns_the_tail(caplog):
     )
 
 
+NINJA_LIKE = """
+import sys, time
+print("Running command python setup.py bdist_wheel", flush=True)
+for i in range(1, 4):
+    time.sleep(0.3)
+    print(f"[{i}/3] /usr/local/cuda/bin/nvcc -O3 -c /tmp/b/csrc/flash_attn/src/f{i}_sm90.cu -o f.o",
+          flush=True)
+    print("copying flash_attn/x.py -> build/lib", flush=True)
+print("f3_sm90.cu(5): error: boom", flush=True)
+sys.exit(2)
+"""
+
+
+def test_build_progress_at_info_and_the_rest_in_a_file(tmp_path, caplog):
+    """One INFO line per compiled object and a heartbeat while quiet; pip's other lines
+    only at DEBUG and in the output file; errors and the tail at INFO on failure."""
+    output = tmp_path / "build-output.log"
+    with caplog.at_level("DEBUG", logger="attnbench.flashbuild"):
+        code, lines = wheelbuild.stream(
+            [sys.executable, "-c", NINJA_LIKE], {"PATH": "/usr/bin"}, output=output,
+            heartbeat_s=0.1,
+        )  # fmt: skip
+    assert code == 2 and lines[0] == "f3_sm90.cu(5): error: boom"
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    debug = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    compiled = [m for m in info if m.startswith("compile ")]
+    assert [m.split(",")[0] for m in compiled] == [
+        "compile 1/3 (33%) f1_sm90.cu",
+        "compile 2/3 (67%) f2_sm90.cu",
+        "compile 3/3 (100%) f3_sm90.cu",
+    ]
+    assert "elapsed" in compiled[0] and "left" in compiled[0]
+    assert any(m.startswith("still building: no object compiled yet") for m in info)
+    assert "! f3_sm90.cu(5): error: boom" in info
+    assert info[-1].startswith("build output ends:")
+    assert not any("copying" in m for m in info[:-1])  # pip's chatter stays out of INFO
+    assert any("copying flash_attn/x.py" in m for m in debug)
+    text = output.read_text()
+    assert text.count("copying") == 3 and "[3/3]" in text and "error: boom" in text
+
+
+def test_heartbeat_waits_for_its_interval():
+    seen, now = [], [0.0]
+    log = wheelbuild.logging.getLogger("test.heartbeat")
+    log.info = lambda fmt, *args: seen.append(fmt % args)  # type: ignore[method-assign]
+    progress = wheelbuild.Progress(log, heartbeat_s=60, clock=lambda: now[0])
+    now[0] = 59
+    progress.tick()
+    assert seen == []
+    now[0] = 61
+    progress.tick()
+    assert seen == ["still building: no object compiled yet, 1m01s elapsed"]
+    assert progress.line("[2/72] c++ -c /x/flash_api.cpp -o flash_api.o")
+    assert seen[-1] == "compile 2/72 (3%) flash_api.cpp, 1m01s elapsed, about 35m35s left"
+    assert not progress.line("building 'flash_attn_2_cuda' extension")
+    now[0] = 130
+    progress.tick()
+    assert seen[-1] == "still building: 2/72 objects compiled, 2m10s elapsed"
+
+
+def test_damaged_wheel_record_is_one_line_that_says_delete_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(host, "gpu_capabilities", lambda: [(9, 0)])
+    monkeypatch.setattr("attnbench.host.find_nvcc", lambda environ=None: "/x/nvcc")
+    monkeypatch.setattr("attnbench.host.nvcc_version", lambda nvcc=None: torch.version.cuda + ".1")
+    monkeypatch.setattr(torch.version, "cuda", torch.version.cuda or "13.0")
+    monkeypatch.setattr(host, "find_cuda_home", lambda nvcc, environ=None: tmp_path / "cuda")
+    local = flashbuild.local_version("90", True, torch.__version__, torch.version.cuda)
+    wheel = _fake_wheel(tmp_path / "wheels", local)
+    record = tmp_path / "wheels" / (wheel.name + ".json")
+    record.write_text('{"build_seconds": 30')  # cut short by a full disk
+    monkeypatch.setattr(wheelbuild, "build_wheel", lambda *a, **k: pytest.fail("rebuilt"))
+    with pytest.raises(UserError) as info:
+        flashbuild.run(SETTINGS, tmp_path / "flash_attn.json", cores=16)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{record} is damaged")
+    assert f"delete {record} and rerun" in message and "--forcerun" not in message
+
+
 def test_activate_puts_the_site_first_and_checks_torch(tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
