@@ -367,6 +367,82 @@ def plot_kernels(
     save(grid.figure, path, tight=True)
 
 
+BREAKDOWN_PARTS = (
+    ("attention_ms", "attention GPU time"),
+    ("other_gpu_ms", "other GPU time"),
+    ("host_ms", "host time not overlapped by the GPU"),
+)
+
+
+def step_breakdown_frame(runs: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """Per arm, medians over ok seeds: attention GPU ms, other GPU ms and host ms not
+    overlapped by the GPU (step - GPU time, floored at 0) of one training step."""
+    keys = ("attention_ms_per_step", "gpu_ms_per_step", "step_ms_median")
+    columns = ["backend", "n", "step_ms", *(k for k, _ in BREAKDOWN_PARTS)]
+    ok = tables.ok_runs(runs)
+    if ok.empty or not set(keys) <= set(ok):
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for backend in tables.backend_order(runs, baseline):
+        mine = ok[ok["backend"] == backend][list(keys)].apply(pd.to_numeric, errors="coerce")
+        mine = mine.dropna()
+        if mine.empty:
+            continue
+        attention, gpu, step = (float(mine[k].median()) for k in keys)
+        rows.append(
+            {
+                "backend": backend,
+                "n": len(mine),
+                "step_ms": step,
+                "attention_ms": min(attention, gpu),
+                "other_gpu_ms": max(gpu - attention, 0.0),
+                "host_ms": max(step - gpu, 0.0),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_step_breakdown(
+    runs: pd.DataFrame, path: str | os.PathLike, baseline: str | None = None
+) -> None:
+    """One stacked bar per arm: where a training step's time goes (medians over seeds)."""
+    frame = step_breakdown_frame(runs, baseline)
+    title = "Where a training step goes"
+    if frame.empty:
+        message(path, title, "no per-step breakdown recorded (no run with the step keys)")
+        return
+    ok = tables.ok_runs(runs)
+    cpu = "device" in ok and not ok["device"].astype(str).str.startswith("cuda").any()
+    colours = sns.color_palette("colorblind", len(BREAKDOWN_PARTS))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.55 * len(frame)), layout="constrained")
+    y = np.arange(len(frame))[::-1]
+    left = np.zeros(len(frame))
+    for (key, label), colour in zip(BREAKDOWN_PARTS, colours, strict=True):
+        if cpu:
+            label = label.replace("GPU time", "CPU op time").replace("by the GPU", "by ops")
+        values = frame[key].to_numpy(float)
+        ax.barh(y, values, left=left, color=colour, label=label, height=0.6)
+        left += values
+    for yi, (_, row) in zip(y, frame.iterrows(), strict=True):
+        total = max(row["step_ms"], row["attention_ms"] + row["other_gpu_ms"])
+        share = 100 * row["attention_ms"] / total if total else math.nan
+        ax.annotate(
+            f"{row['step_ms']:.3g} ms (attention {share:.1f}%, n = {int(row['n'])})",
+            (total, yi),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks(y, frame["backend"])
+    ax.set_xlabel("ms per training step (median over seeds)")
+    ax.set_xlim(0, float(left.max()) * 1.45 or 1.0)
+    ax.legend(loc="lower right", fontsize=8)
+    what = "CPU op time (no GPU)" if cpu else "profiled GPU time"
+    ax.set_title(f"{title}: {what} against the median step time", loc="left")
+    save(fig, path)
+
+
 def make_all(
     runs: pd.DataFrame,
     epochs: pd.DataFrame,
@@ -383,3 +459,5 @@ def make_all(
     plot_memory(runs, summary, outputs["memory"], baseline)
     plot_speed_memory(runs, summary, outputs["speed_memory"], baseline)
     plot_kernels(kernels, outputs["kernels"], order)
+    if "step_breakdown" in outputs:
+        plot_step_breakdown(runs, outputs["step_breakdown"], baseline)

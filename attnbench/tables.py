@@ -8,6 +8,7 @@ schema's, read through `attnbench.config`, never copied here.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -21,20 +22,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnbench import config, io, stats
+from attnbench import config, io, schedule, stats
 
 RUN_PATH = re.compile(r"(?P<backend>[^/\\]+)[/\\]seed(?P<seed>\d+)[/\\][^/\\]+$")
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A run-level quantity compared across backends; `better` orders the headline."""
+    """A run-level quantity; `better` orders the headline, `kind` picks its practical
+    threshold (time: relative, memory: MiB, accuracy: the TOST margin) and `family` its
+    Holm family. Metrics without a family are described per arm but not compared."""
 
     key: str
     label: str
     unit: str
     better: str  # "lower" | "higher"
-    accuracy: bool = False
+    kind: str = "time"  # "time" | "memory" | "accuracy" | "ratio"
+    family: str = ""
+
+    @property
+    def accuracy(self) -> bool:
+        return self.kind == "accuracy"
+
+    @property
+    def compared(self) -> bool:
+        return bool(self.family)
 
     @property
     def heading(self) -> str:
@@ -42,59 +54,129 @@ class Metric:
         return f"{self.label} ({self.unit})" if self.unit else self.label
 
 
+# Holm families: one question each (is memory different? GPU time? step time? ...).
+FAMILIES = {
+    "memory": "peak memory (allocated, reserved, device, host RSS)",
+    "gpu_time": "GPU time per step (all kernels; attention kernels)",
+    "step_time": "steady-state step time and throughput",
+    "epoch_time": "epoch times and throughput (validation and checkpoints included)",
+    "accuracy": "accuracy (mAP50, mAP50-95)",
+}
+
 METRICS: tuple[Metric, ...] = (
-    Metric("epoch_loop_s", "epoch-loop time", "s", "lower"),
-    Metric("epoch_time_s", "median epoch time", "s", "lower"),
-    Metric("images_per_s", "training throughput", "images/s", "higher"),
-    Metric("peak_alloc_mb", "peak GPU memory allocated", "MB", "lower"),
-    Metric("peak_reserved_mb", "peak GPU memory reserved", "MB", "lower"),
-    Metric("peak_device_used_mb", "peak device memory used", "MB", "lower"),
-    Metric("host_peak_rss_mb", "peak host RSS", "MB", "lower"),
-    Metric("mAP50", "mAP50", "", "higher", accuracy=True),
-    Metric("mAP50_95", "mAP50-95", "", "higher", accuracy=True),
-)
+    Metric("peak_alloc_mb", "peak GPU memory allocated", "MB", "lower", "memory", "memory"),
+    Metric("peak_reserved_mb", "peak GPU memory reserved", "MB", "lower", "memory", "memory"),
+    Metric("peak_device_used_mb", "peak device memory used", "MB", "lower", "memory", "memory"),
+    Metric("host_peak_rss_mb", "peak host RSS", "MB", "lower", "memory", "memory"),
+    Metric("gpu_ms_per_step", "GPU time per step", "ms", "lower", "time", "gpu_time"),
+    Metric("attention_ms_per_step", "attention GPU time per step", "ms", "lower", "time", "gpu_time"),
+    Metric("step_ms_median", "median step time", "ms", "lower", "time", "step_time"),
+    Metric("steady_images_per_s", "steady-state throughput", "images/s", "higher", "time", "step_time"),
+    Metric("epoch_loop_s", "epoch-loop time", "s", "lower", "time", "epoch_time"),
+    Metric("epoch_time_s", "median epoch time", "s", "lower", "time", "epoch_time"),
+    Metric("images_per_s", "training throughput", "images/s", "higher", "time", "epoch_time"),
+    Metric("mAP50", "mAP50", "", "higher", "accuracy", "accuracy"),
+    Metric("mAP50_95", "mAP50-95", "", "higher", "accuracy", "accuracy"),
+    # Described per arm (the regime), not compared.
+    Metric("host_step_ms_median", "host time per step", "ms", "lower"),
+    Metric("gpu_busy_fraction", "GPU-busy fraction of a step", "", "higher", "ratio"),
+    Metric("attention_share_of_gpu", "attention share of GPU time", "", "lower", "ratio"),
+    Metric("max_step_saving_pct", "Amdahl ceiling: most a free attention saves", "%", "lower", "ratio"),
+    Metric("launches_per_step", "kernel launches per step", "", "lower", "ratio"),
+    Metric("data_wait_ms_per_step", "data wait per step", "ms", "lower"),
+)  # fmt: skip
 METRIC_BY_KEY = {m.key: m for m in METRICS}
+COMPARED = tuple(m for m in METRICS if m.compared)
 
 SUMMARY_COLUMNS = [
-    "backend", "metric", "label", "unit", "runs", "runs_ok", "n", "mean", "sd", "ci_low",
-    "ci_high", "confidence", "ci_method", "baseline", "ratio", "ratio_ci_low", "ratio_ci_high",
+    "backend", "metric", "label", "unit", "family", "replica", "runs", "runs_ok", "runs_oom",
+    "runs_unavailable", "runs_other", "n", "mean", "sd", "ci_low", "ci_high", "identical",
+    "confidence", "ci_method", "baseline", "ratio", "ratio_ci_low", "ratio_ci_high",
     "ratio_method",
 ]  # fmt: skip
 COMPARISON_COLUMNS = [
-    "backend", "baseline", "metric", "label", "n", "n_baseline", "mean", "mean_baseline",
-    "diff", "diff_ci_low", "diff_ci_high", "confidence", "ci_method", "t", "df", "p", "p_holm",
-    "significant", "hedges_g", "tost_margin", "tost_p", "tost_p_holm", "equivalence", "note",
+    "backend", "baseline", "metric", "label", "unit", "family", "replica", "design", "n",
+    "n_baseline", "seeds", "mean", "mean_baseline", "diff", "diff_pct", "diff_ci_low",
+    "diff_ci_high", "confidence", "ci_method", "identical", "sd_diff", "t", "df", "p",
+    "p_holm", "significant", "p_perm", "p_perm_holm", "perm_method", "hedges_g", "ratio",
+    "ratio_ci_low", "ratio_ci_high", "ratio_method", "mde", "mde_pct", "power",
+    "seeds_needed", "threshold", "threshold_rule", "verdict", "tost_margin", "tost_ci_low",
+    "tost_ci_high", "tost_p", "tost_p_holm", "equivalence", "drift_p", "diff_drift_adjusted",
+    "diff_drift_adjusted_ci_low", "diff_drift_adjusted_ci_high", "note",
 ]  # fmt: skip
+DRIFT_COLUMNS = [
+    "metric", "label", "unit", "family", "n", "arms", "slope_per_run", "slope_ci_low",
+    "slope_ci_high", "confidence", "p", "p_holm", "significant", "slope_pct_per_run",
+    "drift_pct_over_study", "slope_within_blocks", "slope_within_blocks_ci_low",
+    "slope_within_blocks_ci_high", "p_within_blocks", "p_within_blocks_holm",
+    "significant_within_blocks", "method", "note",
+]  # fmt: skip
+REPLICA_COLUMNS = [
+    "baseline", "replica", "seed", "status", "status_replica", "epochs_compared",
+    "results_columns_compared", "results_identical", "results_differing",
+    "results_max_abs_diff", "metrics_compared", "metrics_identical", "metrics_differing",
+    "bit_identical",
+]  # fmt: skip
+# metrics.json numbers that a deterministic run reproduces exactly (times never do).
+IDENTITY_KEYS = ("precision", "recall", "mAP50", "mAP50_95", "peak_alloc_mb", "peak_reserved_mb")
+# results.csv columns that are wall-clock, not computation.
+RESULTS_TIMING_COLUMNS = ("epoch", "time")
+DRIFT_METHOD = "OLS: value ~ arm + run_order; within blocks: + seed block"
+PAIRED_NOTE = (
+    "paired by seed: each seed is a block of interleaved runs, so drift between blocks "
+    "cancels in the differences"
+)
 
 
 # --------------------------------------------------------------------------- #
 # Settings
 
 
+def _defaults(spec: Mapping[str, Any]) -> Any:
+    """A schema node's default, with the defaults of an object's properties filled in."""
+    value = copy.deepcopy(spec.get("default"))
+    if spec.get("type") == "object" and "properties" in spec:
+        value = dict(value or {})
+        for key, sub in spec["properties"].items():
+            if key not in value and ("default" in sub or sub.get("type") == "object"):
+                value[key] = _defaults(sub)
+    return value
+
+
 @cache
-def _schema_analysis() -> tuple[tuple[str, Any], ...]:
-    props = config.load_schema()["properties"]["analysis"]["properties"]
-    return tuple((key, spec["default"]) for key, spec in props.items())
+def _schema_analysis() -> str:
+    return json.dumps(_defaults(config.load_schema()["properties"]["analysis"]))
 
 
 def analysis_defaults() -> dict[str, Any]:
     """The `analysis` defaults of the config schema, the one place they are written."""
-    return dict(_schema_analysis())
+    return json.loads(_schema_analysis())
 
 
 def analysis_settings(params: Mapping[str, Any] | str) -> dict[str, Any]:
-    """baseline, alpha and tost_margin from the rule's params (JSON text or dict).
+    """The `analysis` settings from the rule's params (JSON text or dict).
 
     Accepts the whole config or its `analysis` section; missing keys take the schema's
-    defaults.
+    defaults. Top-level `backends` and `seeds`, when given, come along (the design that
+    `planned_order` is computed from).
     """
     value = json.loads(params) if isinstance(params, str) else dict(params)
-    value = {**analysis_defaults(), **value.get("analysis", value)}
-    return {
-        "baseline": value["baseline"],
-        "alpha": float(value["alpha"]),
-        "tost_margin": float(value["tost_margin"]),
+    section = value.get("analysis", value)
+    defaults = analysis_defaults()
+    merged = {**defaults, **section}
+    merged["thresholds"] = {**defaults["thresholds"], **(section.get("thresholds") or {})}
+    out = {
+        "baseline": merged["baseline"],
+        "alpha": float(merged["alpha"]),
+        "tost_margin": float(merged["tost_margin"]),
+        "replica": bool(merged["replica"]),
+        "order_seed": int(merged["order_seed"]),
+        "thresholds": {k: float(v) for k, v in merged["thresholds"].items()},
     }
+    for key in ("backends", "seeds"):
+        if key in value and "analysis" in value:
+            out[key] = list(value[key])
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -206,12 +288,50 @@ def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def backend_order(runs: pd.DataFrame, baseline: str | None = None) -> list[str]:
-    """Backends in the order the workflow lists them, baseline first."""
+    """Arms in the order the workflow lists them, baseline first, then its replica."""
     order = list(dict.fromkeys(runs["backend"].dropna())) if "backend" in runs else []
-    if baseline in order:
-        order.remove(baseline)
-        order.insert(0, baseline)
+    if baseline is not None:
+        for name in (schedule.replica_name(baseline), baseline):
+            if name in order:
+                order.remove(name)
+                order.insert(0, name)
     return order
+
+
+def is_control(arm: str, baseline: str) -> bool:
+    """The A/A control: the baseline's replica (same kernel, its own job)."""
+    return arm == schedule.replica_name(baseline)
+
+
+def add_order(
+    runs: pd.DataFrame,
+    order_seed: int = 0,
+    arms: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """`run_order`: rank of `started` over the study's runs (1-based, blank without it);
+    `planned_order`: position in `schedule.planned_order` for these arms and seeds
+    (those seen in `runs` when not given)."""
+    runs = runs.copy()
+    if runs.empty:
+        runs["run_order"] = pd.Series(dtype=float)
+        runs["planned_order"] = pd.Series(dtype=float)
+        return runs
+    started = (
+        pd.to_datetime(runs["started"], utc=True, errors="coerce", format="ISO8601")
+        if "started" in runs
+        else pd.Series(pd.NaT, index=runs.index)
+    )
+    runs["run_order"] = started.rank(method="first")
+    arms = list(arms) if arms is not None else list(dict.fromkeys(runs["backend"].dropna()))
+    seen = pd.to_numeric(runs["seed"], errors="coerce")
+    seeds = list(seeds) if seeds is not None else sorted(int(x) for x in seen.dropna().unique())
+    plan = {job: i + 1 for i, job in enumerate(schedule.planned_order(order_seed, arms, seeds))}
+    runs["planned_order"] = [
+        plan.get((b, int(x)), math.nan) if np.isfinite(x) else math.nan
+        for b, x in zip(runs["backend"], seen, strict=True)
+    ]
+    return runs
 
 
 # --------------------------------------------------------------------------- #
@@ -224,25 +344,54 @@ def _values(runs: pd.DataFrame, backend: str, key: str) -> np.ndarray:
     return stats.clean(runs.loc[runs["backend"] == backend, key])
 
 
+def _by_seed(runs: pd.DataFrame, backend: str, key: str) -> pd.Series:
+    """An arm's finite values of `key`, indexed by seed (ok runs only)."""
+    if runs.empty or key not in runs:
+        return pd.Series(dtype=float)
+    mine = runs[runs["backend"] == backend]
+    values = pd.to_numeric(mine[key], errors="coerce")
+    seeds = pd.to_numeric(mine["seed"], errors="coerce")
+    series = pd.Series(values.to_numpy(), index=seeds.to_numpy())
+    series = series[np.isfinite(series.to_numpy()) & np.isfinite(series.index.to_numpy(float))]
+    return series[~series.index.duplicated(keep="first")].sort_index()
+
+
+def _status_counts(runs: pd.DataFrame, backend: str) -> dict[str, int]:
+    status = runs.loc[runs["backend"] == backend, "status"].astype(str)
+    ok, oom, unavailable = (int((status == s).sum()) for s in ("ok", "oom", "unavailable"))
+    return {
+        "runs": len(status),
+        "runs_ok": ok,
+        "runs_oom": oom,
+        "runs_unavailable": unavailable,
+        "runs_other": len(status) - ok - oom - unavailable,
+    }
+
+
+def _identical(x: np.ndarray) -> bool:
+    """Two values or more, all equal (up to float rounding): a deterministic metric."""
+    return len(x) >= 2 and float(np.ptp(x)) <= 1e-12 * max(1.0, float(np.max(np.abs(x))))
+
+
 def summarize(
     runs: pd.DataFrame,
     baseline: str,
     alpha: float | None = None,
     metrics: Sequence[Metric] = METRICS,
 ) -> pd.DataFrame:
-    """Per backend and metric: n, mean, sd, t-interval, and the ratio to the baseline (Fieller).
-
-    `alpha` None takes the schema's default.
+    """Per arm and metric: run counts by status, n, mean, sd, t-interval, whether the
+    value is identical across seeds (then no interval), and the ratio to the baseline
+    (Fieller for independent means). `alpha` None takes the schema's default.
     """
     alpha = analysis_defaults()["alpha"] if alpha is None else alpha
     ok = ok_runs(runs)
     rows = []
     for backend in backend_order(runs, baseline):
-        n_runs = int((runs["backend"] == backend).sum())
-        n_ok = int((ok["backend"] == backend).sum())
+        counts = _status_counts(runs, backend)
         for metric in metrics:
             x = _values(ok, backend, metric.key)
             d = stats.describe(x, 1 - alpha)
+            same = _identical(x)
             if backend == baseline:
                 ratio = (1.0, math.nan, math.nan) if len(x) else (math.nan,) * 3
             else:
@@ -253,11 +402,13 @@ def summarize(
                     "metric": metric.key,
                     "label": metric.label,
                     "unit": metric.unit,
-                    "runs": n_runs,
-                    "runs_ok": n_ok,
+                    "family": metric.family,
+                    "replica": is_control(backend, baseline),
+                    **counts,
                     **d,
+                    "identical": same,
                     "confidence": 1 - alpha,
-                    "ci_method": stats.CI_METHOD,
+                    "ci_method": "identical across seeds" if same else stats.CI_METHOD,
                     "baseline": baseline,
                     "ratio": ratio[0],
                     "ratio_ci_low": ratio[1],
@@ -268,70 +419,398 @@ def summarize(
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def threshold_for(
+    metric: Metric, baseline_mean: float, thresholds: Mapping[str, float], tost_margin: float
+) -> tuple[float, str]:
+    """The practical threshold of a metric in its own unit, and the rule it comes from."""
+    if metric.kind == "memory":
+        value = float(thresholds["memory_mib"])
+        return value, f"{value:g} MiB"
+    if metric.kind == "accuracy":
+        return tost_margin, f"±{tost_margin:g} (tost_margin)"
+    if metric.kind == "time" and np.isfinite(baseline_mean):
+        rel = float(thresholds["time_rel"])
+        return rel * abs(baseline_mean), f"{100 * rel:g}% of the baseline mean"
+    return math.nan, ""
+
+
+def _paired_row(x: pd.Series, y: pd.Series, alpha: float, margin: float | None) -> dict[str, Any]:
+    """Statistics of arm x against baseline y over the seeds both have."""
+    p = stats.paired(x, y, alpha)
+    eq = stats.paired(x, y, 2 * alpha)
+    row: dict[str, Any] = {
+        "design": "paired",
+        "n": p["n"],
+        "n_baseline": p["n"],
+        "mean": float(x.mean()),
+        "mean_baseline": float(y.mean()),
+        **{k: p[k] for k in ("diff", "diff_ci_low", "diff_ci_high", "sd_diff", "t", "df", "p")},
+        "identical": p["identical"],
+        "ci_method": stats.EXACT_METHOD if p["identical"] else stats.PAIRED_METHOD,
+        "hedges_g": stats.hedges_g(x, y),
+        "mde": stats.mde_paired(p["n"], p["sd_diff"], alpha),
+        "seeds_needed": stats.seeds_needed_paired(p["diff"], p["sd_diff"], alpha),
+        "_eq": (eq["diff_ci_low"], eq["diff_ci_high"]),
+    }
+    row["p_perm"], row["perm_method"] = (
+        (math.nan, "") if p["identical"] else stats.sign_flip(x.to_numpy() - y.to_numpy())
+    )
+    row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"] = stats.paired_fieller(x, y, alpha)
+    row["ratio_method"] = stats.PAIRED_RATIO_METHOD
+    if margin is not None:
+        row.update(stats.paired_tost(x, y, margin, alpha))
+    return row
+
+
+def _welch_row(x: np.ndarray, y: np.ndarray, alpha: float, margin: float | None) -> dict[str, Any]:
+    """Statistics of independent samples x against y (no seed in common to pair by)."""
+    w = stats.welch(x, y, alpha)
+    eq = stats.welch(x, y, 2 * alpha)
+    same = _identical(x) and _identical(y)
+    sd1 = float(np.std(x, ddof=1)) if len(x) >= 2 else math.nan
+    sd2 = float(np.std(y, ddof=1)) if len(y) >= 2 else math.nan
+    row: dict[str, Any] = {
+        "design": "welch",
+        "n": len(x),
+        "n_baseline": len(y),
+        "mean": float(np.mean(x)) if len(x) else math.nan,
+        "mean_baseline": float(np.mean(y)) if len(y) else math.nan,
+        **{k: w[k] for k in ("diff", "diff_ci_low", "diff_ci_high", "t", "df", "p")},
+        "sd_diff": math.nan,
+        "identical": same,
+        "ci_method": "identical in every run: exact difference" if same else stats.DIFF_METHOD,
+        "hedges_g": stats.hedges_g(x, y),
+        "mde": stats.mde_welch(len(x), len(y), sd1, sd2, alpha),
+        "seeds_needed": stats.seeds_needed_welch(w["diff"], sd1, sd2, alpha),
+        "p_perm": math.nan,
+        "perm_method": "",
+        "_eq": (eq["diff_ci_low"], eq["diff_ci_high"]),
+    }
+    row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"] = stats.fieller_ratio(x, y, alpha)
+    row["ratio_method"] = stats.RATIO_METHOD
+    if margin is not None:
+        row.update(stats.welch_tost(x, y, margin, alpha))
+    return row
+
+
 def compare(
     runs: pd.DataFrame,
     baseline: str,
     alpha: float | None = None,
     tost_margin: float | None = None,
-    metrics: Sequence[Metric] = METRICS,
+    metrics: Sequence[Metric] = COMPARED,
+    thresholds: Mapping[str, float] | None = None,
+    drift_table: pd.DataFrame | None = None,
+    adjusted: Mapping[tuple[str, str], tuple[float, float, float]] | None = None,
 ) -> pd.DataFrame:
-    """Each backend against the baseline: Welch difference, Holm p, Hedges' g, TOST on accuracy.
+    """Every arm against the baseline, paired by seed wherever two seeds or more pair up.
 
-    Holm's family is the set of backends compared on one metric (one question per metric);
-    the TOST p-values are Holm-adjusted the same way before `equivalence` is decided.
-    `alpha` and `tost_margin` None take the schema's defaults.
+    Paired rows: mean difference with its t-interval, paired t and exact sign-flip p,
+    paired Fieller ratio, paired TOST on accuracy. Welch only where pairing is impossible
+    (fewer than two seeds with an ok run on both sides). Every row carries the minimum
+    detectable effect at 80% power, the seeds that would resolve the observed difference,
+    and a practical verdict against `thresholds`. A difference equal in every pair is
+    `identical`: the exact difference, no test. Holm runs within each metric family, the
+    A/A control (the baseline's replica) in families of its own. Where `drift_table`
+    shows a significant drift for a metric, `adjusted` gives the drift-adjusted
+    difference (see `drift`). None arguments take the schema's defaults.
     """
     defaults = analysis_defaults()
     alpha = defaults["alpha"] if alpha is None else alpha
     tost_margin = defaults["tost_margin"] if tost_margin is None else tost_margin
+    thresholds = {**defaults["thresholds"], **(thresholds or {})}
+    drift_p = {}
+    if drift_table is not None and not drift_table.empty:
+        drift_p = dict(zip(drift_table["metric"], drift_table["p_within_blocks"], strict=True))
     ok = ok_runs(runs)
     rows = []
     for metric in metrics:
-        base = _values(ok, baseline, metric.key)
+        if not metric.compared:
+            continue
+        base = _by_seed(ok, baseline, metric.key)
+        margin = tost_margin if metric.accuracy else None
         for backend in backend_order(runs, baseline):
             if backend == baseline:
                 continue
-            x = _values(ok, backend, metric.key)
-            w = stats.welch(x, base, alpha)
-            note = ""
-            if len(x) < 2 or len(base) < 2:
-                note = f"fewer than 2 usable runs ({backend}: {len(x)}, {baseline}: {len(base)})"
-            elif np.isnan(w["p"]):
-                note = "no variance in either group"
-            rows.append(
-                {
-                    "backend": backend,
-                    "baseline": baseline,
-                    "metric": metric.key,
-                    "label": metric.label,
-                    "n": len(x),
-                    "n_baseline": len(base),
-                    "mean": float(np.mean(x)) if len(x) else math.nan,
-                    "mean_baseline": float(np.mean(base)) if len(base) else math.nan,
-                    **{k: w[k] for k in ("diff", "diff_ci_low", "diff_ci_high", "t", "df", "p")},
-                    "confidence": 1 - alpha,
-                    "ci_method": stats.DIFF_METHOD,
-                    "hedges_g": stats.hedges_g(x, base),
-                    "tost_margin": tost_margin if metric.accuracy else math.nan,
-                    "tost_p": stats.tost(x, base, tost_margin) if metric.accuracy else math.nan,
-                    "note": note,
-                }
+            mine = _by_seed(ok, backend, metric.key)
+            common = mine.index.intersection(base.index)
+            notes = []
+            if len(common) >= 2:
+                row = _paired_row(mine[common], base[common], alpha, margin)
+                notes.append(PAIRED_NOTE)
+                unpaired = sorted(set(mine.index).symmetric_difference(base.index))
+                if unpaired:
+                    seeds = ", ".join(str(int(s)) for s in unpaired)
+                    notes.append(f"seed(s) {seeds} left out: no ok run on both sides")
+                seeds_used = common
+            else:
+                row = _welch_row(mine.to_numpy(), base.to_numpy(), alpha, margin)
+                if not (len(mine) and len(base)):
+                    row["design"] = ""  # nothing to compare
+                seeds_used = mine.index.union(base.index)
+                if len(mine) and len(base):
+                    notes.append(
+                        f"Welch: pairing impossible ({len(common)} seed(s) with an ok run on "
+                        "both sides)"
+                    )
+                if len(mine) < 2 or len(base) < 2:
+                    notes.append(
+                        f"fewer than 2 usable runs ({backend}: {len(mine)}, "
+                        f"{baseline}: {len(base)})"
+                    )
+                elif not row["identical"] and np.isnan(row["p"]):
+                    notes.append("no variance in either group")
+            if row["identical"]:
+                notes.append(f"identical across {row['n']} seeds: the exact difference")
+            eq_ci = row.pop("_eq")
+            threshold, rule = threshold_for(metric, row["mean_baseline"], thresholds, tost_margin)
+            diff, mean_base = row["diff"], row["mean_baseline"]
+            mde = row["mde"]
+            finite_base = np.isfinite(mean_base) and mean_base != 0
+            row.update(
+                backend=backend,
+                baseline=baseline,
+                metric=metric.key,
+                label=metric.label,
+                unit=metric.unit,
+                replica=is_control(backend, baseline),
+                family=metric.family + (" (A/A)" if is_control(backend, baseline) else ""),
+                seeds=" ".join(str(int(s)) for s in seeds_used),
+                diff_pct=100 * diff / abs(mean_base) if finite_base else math.nan,
+                confidence=1 - alpha,
+                mde_pct=100 * mde / abs(mean_base) if finite_base else math.nan,
+                power=stats.POWER,
+                threshold=threshold,
+                threshold_rule=rule,
+                verdict=stats.practical_verdict(
+                    diff,
+                    (row["diff_ci_low"], row["diff_ci_high"]),
+                    eq_ci,
+                    threshold,
+                    row["identical"],
+                ),
+                tost_margin=tost_margin if metric.accuracy else math.nan,
+                drift_p=drift_p.get(metric.key, math.nan),
+                note="; ".join(notes),
             )
+            fixed = (adjusted or {}).get((metric.key, backend))
+            if fixed is not None and drift_p.get(metric.key, math.nan) < alpha:
+                row.update(
+                    diff_drift_adjusted=fixed[0],
+                    diff_drift_adjusted_ci_low=fixed[1],
+                    diff_drift_adjusted_ci_high=fixed[2],
+                )
+            rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    table["p_holm"] = np.nan
-    table["tost_p_holm"] = np.nan
-    for _, index in table.groupby("metric", sort=False).groups.items():
+    table = table.reindex(columns=COMPARISON_COLUMNS)
+    for col in ("p_holm", "p_perm_holm", "tost_p_holm"):
+        table[col] = np.nan
+    for _, index in table.groupby("family", sort=False).groups.items():
         table.loc[index, "p_holm"] = stats.holm(table.loc[index, "p"])
+        table.loc[index, "p_perm_holm"] = stats.holm(table.loc[index, "p_perm"])
         table.loc[index, "tost_p_holm"] = stats.holm(table.loc[index, "tost_p"])
     table["significant"] = [bool(p < alpha) if np.isfinite(p) else None for p in table["p_holm"]]
     accuracy = {m.key: m.accuracy for m in metrics}
     table["equivalence"] = [
-        stats.equivalence_label(tp, p, alpha) if accuracy[m] else ""
-        for tp, p, m in zip(table["tost_p_holm"], table["p_holm"], table["metric"], strict=True)
+        _equivalence(r, tost_margin, alpha) if accuracy[r["metric"]] else ""
+        for _, r in table.iterrows()
     ]
     return table[COMPARISON_COLUMNS]
+
+
+def _equivalence(row: pd.Series, margin: float, alpha: float) -> str:
+    if bool(row["identical"]) and np.isfinite(row["diff"]):
+        return "equivalent" if abs(row["diff"]) < margin else "different"
+    return stats.equivalence_label(row["tost_p_holm"], row["p_holm"], alpha)
+
+
+# --------------------------------------------------------------------------- #
+# Drift over run order, and the A/A control
+
+
+def _ols(data: pd.DataFrame, key: str, arms: Sequence[str], blocks: bool) -> tuple[Any, str]:
+    """OLS of `key` on arm dummies (first arm the reference), seed-block dummies when
+    `blocks`, and run_order; (fit, '') or (None, why not)."""
+    import statsmodels.api as sm
+
+    columns = {"const": np.ones(len(data))}
+    for arm in arms[1:]:
+        columns[arm] = (data["backend"] == arm).to_numpy(float)
+    if blocks:
+        for seed in sorted(data["seed"].unique())[1:]:
+            columns[f"seed {seed:g}"] = (data["seed"] == seed).to_numpy(float)
+    columns["run_order"] = data["run_order"].to_numpy(float)
+    x = pd.DataFrame(columns)
+    y = data[key].to_numpy(float)
+    if len(y) < x.shape[1] + 1:
+        return None, "too few runs for a slope beside the arm (and block) means"
+    if np.linalg.matrix_rank(x.to_numpy()) < x.shape[1]:
+        return None, "run order confounded with arm or seed block"
+    fit = sm.OLS(y, x).fit()
+    if fit.ssr <= 1e-20 * max(1.0, float(np.sum(y**2))):
+        return None, "no residual variance (identical values within arms)"
+    return fit, ""
+
+
+def drift(
+    runs: pd.DataFrame,
+    baseline: str,
+    alpha: float | None = None,
+    metrics: Sequence[Metric] = COMPARED,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], tuple[float, float, float]]]:
+    """Per metric, the slope of the value against `run_order` (ok runs), by OLS.
+
+    `slope_per_run`: value ~ arm + run_order, the drift over the whole study (between
+    seed blocks too, where a seed's own effect, e.g. on accuracy, also shows).
+    `slope_within_blocks`: value ~ arm + seed block + run_order, the drift inside seed
+    blocks: the only drift left in a paired difference. Its arm coefficients are the
+    drift-adjusted differences from the baseline, returned per (metric, arm) with their
+    (1 - alpha) interval.
+    """
+    alpha = analysis_defaults()["alpha"] if alpha is None else alpha
+    ok = ok_runs(runs)
+    rows, adjusted = [], {}
+    for metric in metrics:
+        row: dict[str, Any] = {
+            "metric": metric.key,
+            "label": metric.label,
+            "unit": metric.unit,
+            "family": metric.family,
+            "confidence": 1 - alpha,
+            "method": DRIFT_METHOD,
+            "note": "",
+            "n": 0,
+            "arms": 0,
+        }
+        rows.append(row)
+        if metric.key not in ok or "run_order" not in ok:
+            row["note"] = "no run order or no values"
+            continue
+        data = pd.DataFrame(
+            {
+                "backend": ok["backend"],
+                "seed": pd.to_numeric(ok["seed"], errors="coerce"),
+                "run_order": pd.to_numeric(ok["run_order"], errors="coerce"),
+                metric.key: pd.to_numeric(ok[metric.key], errors="coerce"),
+            }
+        ).dropna()
+        arms = backend_order(data, baseline)
+        row.update(n=len(data), arms=len(arms))
+        fit, why = _ols(data, metric.key, arms, blocks=False)
+        if fit is None:
+            row["note"] = why
+            continue
+        ci = fit.conf_int(alpha)
+        slope, p = float(fit.params["run_order"]), float(fit.pvalues["run_order"])
+        mean = float(data[metric.key].mean())
+        span = float(data["run_order"].max() - data["run_order"].min())
+        row.update(
+            slope_per_run=slope,
+            slope_ci_low=float(ci.loc["run_order", 0]),
+            slope_ci_high=float(ci.loc["run_order", 1]),
+            p=p,
+            slope_pct_per_run=100 * slope / abs(mean) if mean else math.nan,
+            drift_pct_over_study=100 * slope * span / abs(mean) if mean else math.nan,
+        )
+        within, why = _ols(data, metric.key, arms, blocks=True)
+        if within is None:
+            row["note"] = f"within seed blocks: {why}"
+            continue
+        ci = within.conf_int(alpha)
+        p_within = float(within.pvalues["run_order"])
+        row.update(
+            slope_within_blocks=float(within.params["run_order"]),
+            slope_within_blocks_ci_low=float(ci.loc["run_order", 0]),
+            slope_within_blocks_ci_high=float(ci.loc["run_order", 1]),
+            p_within_blocks=p_within,
+        )
+        if arms and arms[0] == baseline:
+            for arm in arms[1:]:
+                adjusted[(metric.key, arm)] = (
+                    float(within.params[arm]),
+                    float(ci.loc[arm, 0]),
+                    float(ci.loc[arm, 1]),
+                )
+    table = pd.DataFrame(rows).reindex(columns=DRIFT_COLUMNS)
+    # One question per table (does anything drift?): Holm over its metrics.
+    table["p_holm"] = stats.holm(table["p"])
+    table["p_within_blocks_holm"] = stats.holm(table["p_within_blocks"])
+    table["significant"] = [bool(p < alpha) if np.isfinite(p) else None for p in table["p_holm"]]
+    table["significant_within_blocks"] = [
+        bool(p < alpha) if np.isfinite(p) else None for p in table["p_within_blocks_holm"]
+    ]
+    return table[DRIFT_COLUMNS], adjusted
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal numbers, or both missing."""
+    x, y = pd.to_numeric(pd.Series([a, b]), errors="coerce")
+    return bool((np.isnan(x) and np.isnan(y)) or x == y)
+
+
+def replica_identity(runs: pd.DataFrame, epochs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per seed: were the baseline's run and its replica's bit-identical as recorded?
+
+    Compares every results.csv column but wall-clock ones (epoch by epoch) and the
+    metrics.json numbers a deterministic run reproduces (`IDENTITY_KEYS`).
+    """
+    replica = schedule.replica_name(baseline)
+    if runs.empty or replica not in set(runs["backend"]):
+        return pd.DataFrame(columns=REPLICA_COLUMNS)
+    seeds = pd.to_numeric(runs["seed"], errors="coerce")
+    rows = []
+    for seed in sorted(seeds[runs["backend"] == replica].dropna().unique()):
+        pick = {a: runs[(runs["backend"] == a) & (seeds == seed)] for a in (baseline, replica)}
+        status = {a: (f["status"].iloc[0] if len(f) else "missing") for a, f in pick.items()}
+        row: dict[str, Any] = {
+            "baseline": baseline,
+            "replica": replica,
+            "seed": int(seed),
+            "status": status[baseline],
+            "status_replica": status[replica],
+        }
+        rows.append(row)
+        if status[baseline] != "ok" or status[replica] != "ok":
+            continue
+        a, b = pick[baseline].iloc[0], pick[replica].iloc[0]
+        keys = [k for k in IDENTITY_KEYS if k in a.index and not (pd.isna(a[k]) and pd.isna(b[k]))]
+        differing = [k for k in keys if not _same(a[k], b[k])]
+        row.update(
+            metrics_compared=len(keys),
+            metrics_identical=not differing,
+            metrics_differing="; ".join(differing),
+        )
+        if not epochs.empty and "seed" in epochs:
+            es = pd.to_numeric(epochs["seed"], errors="coerce")
+            ea = epochs[(epochs["backend"] == baseline) & (es == seed)].reset_index(drop=True)
+            eb = epochs[(epochs["backend"] == replica) & (es == seed)].reset_index(drop=True)
+            skip = {"backend", "seed", "status", *RESULTS_TIMING_COLUMNS}
+            cols = [c for c in ea.columns if c not in skip and c in eb.columns]
+            if len(ea) and len(ea) == len(eb):
+                va = ea[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+                vb = eb[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+                equal = (va == vb) | (np.isnan(va) & np.isnan(vb))
+                gap = np.abs(va - vb)
+                row.update(
+                    epochs_compared=len(ea),
+                    results_columns_compared=len(cols),
+                    results_identical=bool(equal.all()),
+                    results_differing="; ".join(
+                        c for c, same in zip(cols, equal.all(axis=0), strict=True) if not same
+                    ),
+                    results_max_abs_diff=float(np.nanmax(gap)) if np.isfinite(gap).any() else 0.0,
+                )
+            elif len(ea) or len(eb):
+                row.update(
+                    epochs_compared=min(len(ea), len(eb)),
+                    results_identical=False,
+                    results_differing=f"epoch count {len(ea)} vs {len(eb)}",
+                )
+        parts = [row.get("metrics_identical"), row.get("results_identical")]
+        row["bit_identical"] = all(parts) if all(p is not None for p in parts) else None
+    return pd.DataFrame(rows).reindex(columns=REPLICA_COLUMNS)
 
 
 def aggregate(
@@ -343,14 +822,30 @@ def aggregate(
 ) -> dict[str, pd.DataFrame]:
     """Everything the `aggregate` rule writes, keyed by its output names."""
     settings = analysis_settings(analysis)
-    runs = load_runs(metrics)
+    baseline, alpha = settings["baseline"], settings["alpha"]
+    arms = None
+    if "backends" in settings:
+        arms = schedule.arms(settings["backends"], baseline, settings["replica"])
+    runs = add_order(load_runs(metrics), settings["order_seed"], arms, settings.get("seeds"))
+    first = ["backend", "seed", "status", "reason", "run_order", "planned_order", "started"]
+    runs = runs[[c for c in first if c in runs] + [c for c in runs if c not in first]]
+    epochs = load_epochs(results, runs)
+    drift_table, adjusted = drift(runs, baseline, alpha)
     return {
         "runs": runs,
-        "summary": summarize(runs, settings["baseline"], settings["alpha"]),
+        "summary": summarize(runs, baseline, alpha),
         "comparisons": compare(
-            runs, settings["baseline"], settings["alpha"], settings["tost_margin"]
+            runs,
+            baseline,
+            alpha,
+            settings["tost_margin"],
+            thresholds=settings["thresholds"],
+            drift_table=drift_table,
+            adjusted=adjusted,
         ),
-        "epochs": load_epochs(results, runs),
+        "drift": drift_table,
+        "replica": replica_identity(runs, epochs, baseline),
+        "epochs": epochs,
         "kernels": concat_csvs(kernels),
         "parity": concat_csvs(parity),
     }

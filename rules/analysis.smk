@@ -22,6 +22,16 @@ rule aggregate:
             caption="../report/comparisons.rst",
             category="Tables",
         ),
+        drift=report(
+            "results/tables/drift.csv",
+            caption="../report/drift.rst",
+            category="Tables",
+        ),
+        replica=report(
+            "results/tables/replica.csv",
+            caption="../report/replica.rst",
+            category="Tables",
+        ),
         epochs="results/tables/epochs.csv",
         kernels=report(
             "results/tables/kernels.csv",
@@ -40,7 +50,7 @@ rule aggregate:
     conda:
         "../envs/workflow.yaml"
     params:
-        analysis=params_json("analysis"),
+        analysis=params_json("analysis", "backends", "seeds"),
     script:
         "../scripts/aggregate.py"
 
@@ -75,6 +85,11 @@ rule plots:
         kernels=report(
             "results/plots/kernels.png",
             caption="../report/kernel_plot.rst",
+            category="Plots",
+        ),
+        step_breakdown=report(
+            "results/plots/step_breakdown.png",
+            caption="../report/step_breakdown.rst",
             category="Plots",
         ),
     log:

@@ -17,7 +17,14 @@ with rule_logging(smk) as log:
     }
     outputs = {
         name: smk.output[name]
-        for name in ("curves", "epoch_time", "memory", "speed_memory", "kernels")
+        for name in (
+            "curves",
+            "epoch_time",
+            "memory",
+            "speed_memory",
+            "kernels",
+            "step_breakdown",
+        )
     }
     plots.make_all(
         frames["runs"],

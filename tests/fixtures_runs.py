@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
+import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+
+from attnbench import schedule
 
 DEFAULT_BACKENDS = ("eager", "sdpa", "sdpa_flash", "flash_attn")
 
@@ -106,6 +110,11 @@ KERNELS = {
     "flash_attn": ("flash_attn::_flash_attn_forward", "void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32>>", "void flash::flash_bwd_dq_dk_dv_loop_kernel<32>", "flash-attn"),
 }  # fmt: skip
 GPU_NAME = "NVIDIA H100 80GB HBM3"
+# Per-step GPU time relative to eager and attention ms per step (FACTS.md section 7, n/b8).
+GPU_TIME = {"eager": 1.0, "sdpa_math": 1.02, "sdpa_efficient": 0.9}
+ATTENTION_MS = {"eager": 1.9, "sdpa_math": 2.1, "sdpa_efficient": 0.4}
+STEP_MS, GPU_MS = {"cuda": 86.0, "cpu": 420.0}, {"cuda": 13.6, "cpu": 300.0}
+START = datetime(2025, 11, 26, 10, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -145,12 +154,21 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-def _epochs(rng: np.random.Generator, epochs: int, epoch_s: float, final_map: float) -> list[dict]:
+def _epochs(
+    rng: np.random.Generator,
+    epochs: int,
+    epoch_s: float,
+    final_map: float,
+    clock: np.random.Generator | None = None,
+) -> list[dict]:
+    """Per-epoch rows: `rng` draws the learning (same for the same kernel and seed),
+    `clock` the wall-clock times (different in every job)."""
+    clock = clock or rng
     rows = []
     elapsed = 0.0
     for e in range(1, epochs + 1):
         progress = e / epochs
-        elapsed += epoch_s * (1.4 if e == 1 else 1.0) * rng.normal(1.0, 0.01)
+        elapsed += epoch_s * (1.4 if e == 1 else 1.0) * clock.normal(1.0, 0.01)
         m5095 = final_map * (1 - np.exp(-3 * progress)) / (1 - np.exp(-3)) + rng.normal(0, 0.003)
         rows.append(
             {
@@ -186,6 +204,8 @@ def _metrics(
     train_images: int,
     rng: np.random.Generator,
     dataset: str,
+    started: datetime = START,
+    drift: float = 0.0,
 ) -> dict:
     gpu = device == "cuda"
     base = {
@@ -211,8 +231,8 @@ def _metrics(
         "imgsz": 640 if gpu else 160,
         "train_images": train_images,
         "dataset": dataset,
-        "started": "2025-11-26T10:00:00+00:00",
-        "finished": "2025-11-26T10:40:00+00:00",
+        "started": started.isoformat(timespec="milliseconds"),
+        "finished": (started + timedelta(minutes=40)).isoformat(timespec="milliseconds"),
     }
     if status != "ok":
         empty = dict.fromkeys(
@@ -228,6 +248,7 @@ def _metrics(
                 "recall",
                 "mAP50",
                 "mAP50_95",
+                *STEP_KEYS,
             ]
         )
         return {
@@ -240,10 +261,13 @@ def _metrics(
         b["time"] - a["time"] for a, b in zip(rows[:-1], rows[1:], strict=True)
     ]
     loop = float(rows[-1]["time"])
-    mem = MEMORY.get(backend, 1.0) * 2400.0 * rng.normal(1.0, 0.003)
+    kernel = schedule.kernel_of(backend)
+    # Peak allocated memory is deterministic on a GPU: the same in every seed and job.
+    mem = MEMORY.get(kernel, 1.0) * 2400.0
     last = rows[-1]
     return {
         **base,
+        **_step_keys(kernel, device, rng, drift),
         "dtypes_seen": ["float16" if gpu else "float32"],
         "attention_calls": 8 * epochs * 10,
         "epochs_done": epochs,
@@ -257,7 +281,7 @@ def _metrics(
         "images_per_s": round(train_images * epochs / loop, 3),
         "peak_alloc_mb": round(mem, 1) if gpu else None,
         "peak_reserved_mb": round(mem * 1.25, 1) if gpu else None,
-        "peak_device_used_mb": round(mem * 1.25 + 520, 1) if gpu else None,
+        "peak_device_used_mb": round(mem * 1.25 + 520 + rng.normal(0, 4), 1) if gpu else None,
         "host_peak_rss_mb": round(3100 + rng.normal(0, 20), 1),
         "precision": last["metrics/precision(B)"],
         "recall": last["metrics/recall(B)"],
@@ -267,8 +291,47 @@ def _metrics(
     }
 
 
+STEP_KEYS = (
+    "step_ms_median", "step_ms_p10", "step_ms_p90", "steps_timed", "steady_images_per_s",
+    "host_step_ms_median", "gpu_ms_per_step", "attention_ms_per_step", "launches_per_step",
+    "data_wait_ms_per_step", "gpu_busy_fraction", "attention_share_of_gpu",
+    "max_step_saving_pct", "profiled_steps", "window_provenance_matched", "window_dispatched",
+    "timing_warmup_iters",
+)  # fmt: skip
+
+
+def _step_keys(kernel: str, device: str, rng: np.random.Generator, drift: float) -> dict:
+    """The steady-state keys of attnbench.steptime: host-bound steps, a small GPU share.
+
+    `drift` is a relative change of step time per position in the run order (0: none).
+    """
+    gpu_ms = GPU_MS[device] * GPU_TIME.get(kernel, 0.88) * rng.normal(1.0, 0.004)
+    attention = ATTENTION_MS.get(kernel, 0.29) * (1 if device == "cuda" else 20)
+    step = STEP_MS[device] * (1 + drift) * (1 + 0.01 * (gpu_ms / GPU_MS[device] - 1))
+    step *= rng.normal(1.0, 0.004)
+    return {
+        "step_ms_median": round(step, 4),
+        "step_ms_p10": round(0.97 * step, 4),
+        "step_ms_p90": round(1.06 * step, 4),
+        "steps_timed": 40,
+        "steady_images_per_s": round(8 * 1e3 / step, 4),
+        "host_step_ms_median": round(0.995 * step, 4),
+        "gpu_ms_per_step": round(gpu_ms, 4),
+        "attention_ms_per_step": round(attention, 4),
+        "launches_per_step": 2743.0 if kernel in ("eager", "sdpa_math") else 2631.0,
+        "data_wait_ms_per_step": 0.4,
+        "gpu_busy_fraction": gpu_ms / step,
+        "attention_share_of_gpu": attention / gpu_ms,
+        "max_step_saving_pct": 100 * min(attention, step) / step,
+        "profiled_steps": 10,
+        "window_provenance_matched": True,
+        "window_dispatched": KERNELS.get(kernel, KERNELS["eager"])[3],
+        "timing_warmup_iters": 3,
+    }
+
+
 def _provenance(backend: str, gpu: bool) -> dict:
-    op, fwd, bwd, dispatched = KERNELS.get(backend, KERNELS["eager"])
+    op, fwd, bwd, dispatched = KERNELS.get(schedule.kernel_of(backend), KERNELS["eager"])
     return {
         "regions": 8,
         "fwd_ops": {op: 8, "aten::softmax" if backend in ("eager", "sdpa_math") else op: 8},
@@ -300,11 +363,17 @@ def make_study(
     kernel_sweep: bool = True,
     dataset_source: str = "demo",
     rng_seed: int = 0,
+    replica: bool = False,
+    order_seed: int = 0,
+    drift: float = 0.0,
 ) -> FakeStudy:
     """Write a fake `results/` tree under `root` and return its paths.
 
     `unavailable` maps a backend to its reason (every seed is skipped);
-    `failed` maps (backend, seed) to a status such as "oom".
+    `failed` maps (backend, seed) to a status such as "oom". `replica` adds the first
+    backend's A/A control (`<baseline>_replica`: same kernel, so the same learning and
+    memory for a seed, its own timings). Runs start in `schedule.planned_order(order_seed)`;
+    `drift` makes step time change by that fraction per position in it.
     """
     root = Path(root)
     rng = np.random.default_rng(rng_seed)
@@ -315,20 +384,30 @@ def make_study(
     train_images = 48 if dataset_source == "demo" else 1200
     gpu = device == "cuda"
     epoch_base = train_images / (60.0 if gpu else 4.0)  # seconds per epoch
+    kernels = [b for b in backends if not schedule.is_replica(b)]
+    arms = schedule.arms(kernels, kernels[0], replica) if kernels else list(backends)
+    position = {job: i for i, job in enumerate(schedule.planned_order(order_seed, arms, seeds))}
 
-    for backend in backends:
+    for backend in arms:
         for seed in seeds:
             run = root / "results" / "train" / backend / f"seed{seed}"
+            # Learning depends on kernel and seed only; wall-clock noise on the job.
+            learn = np.random.default_rng(
+                [rng_seed, seed, zlib.crc32(schedule.kernel_of(backend).encode())]
+            )
+            clock = np.random.default_rng([rng_seed, seed, zlib.crc32(backend.encode()), 1])
             status, reason = "ok", None
-            if backend in unavailable:
-                status, reason = "unavailable", unavailable[backend]
+            if schedule.kernel_of(backend) in unavailable:
+                status, reason = "unavailable", unavailable[schedule.kernel_of(backend)]
             elif (backend, seed) in failed:
                 status = failed[(backend, seed)]
                 reason = "CUDA out of memory. Tried to allocate 2.00 GiB"
             rows: list[dict] = []
+            speed = SPEED.get(schedule.kernel_of(backend), 1.0)
             if status == "ok":
-                final = 0.75 + rng.normal(0, 0.004)
-                rows = _epochs(rng, epochs, epoch_base * SPEED.get(backend, 1.0), final)
+                final = 0.75 + learn.normal(0, 0.004)
+                rows = _epochs(learn, epochs, epoch_base * speed, final, clock)
+            order = position[(backend, seed)]
             metrics = _metrics(
                 backend,
                 seed,
@@ -338,8 +417,10 @@ def make_study(
                 device=device,
                 epochs=epochs,
                 train_images=train_images,
-                rng=rng,
+                rng=clock,
                 dataset=dataset,
+                started=START + timedelta(minutes=45 * order, milliseconds=order),
+                drift=drift * order,
             )
             _write_json(run / "metrics.json", metrics)
             results = run / "results.csv"
@@ -351,7 +432,7 @@ def make_study(
             study.metrics.append(run / "metrics.json")
             study.results.append(results)
 
-    for backend in backends:
+    for backend in kernels:
         study.parity.append(_parity(root, backend, unavailable.get(backend), gpu))
         study.kernels.append(
             _kernels(root, backend, unavailable.get(backend), gpu, kernel_sweep, rng)
@@ -379,7 +460,7 @@ def make_study(
                     "device": "cuda:0" if gpu else "cpu",
                     "expected": _provenance(b, gpu)["signature"],
                 }
-                for b in backends
+                for b in kernels
             },
         },
     )
@@ -557,12 +638,17 @@ def run_script(script: str | Path, smk: FakeSnakemake) -> None:
     runpy.run_path(str(script), init_globals={"snakemake": smk}, run_name="__main__")
 
 
+TABLE_NAMES = (
+    "runs", "summary", "comparisons", "drift", "replica", "epochs", "kernels", "parity",
+)  # fmt: skip
+PLOT_NAMES = ("curves", "epoch_time", "memory", "speed_memory", "kernels", "step_breakdown")
+
+
 def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager") -> dict:
     """FakeSnakemake objects for aggregate, plots and report, wired like rules/*.smk."""
     tables = out / "tables"
     plots = out / "plots"
-    table_names = ("runs", "summary", "comparisons", "epochs", "kernels", "parity")
-    plot_names = ("curves", "epoch_time", "memory", "speed_memory", "kernels")
+    plot_names = PLOT_NAMES
     scriptdir = str(repo / "scripts")
     config = {
         "analysis": {"baseline": baseline, "alpha": 0.05, "tost_margin": 0.01},
@@ -579,8 +665,10 @@ def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager
             kernels=[str(p) for p in study.kernels],
             backends=str(study.backends_json),
         ),
-        output=NamedList(**{n: str(tables / f"{n}.csv") for n in table_names}),
-        params=NamedList(analysis=json.dumps({"analysis": config["analysis"]})),
+        output=NamedList(**{n: str(tables / f"{n}.csv") for n in TABLE_NAMES}),
+        params=NamedList(
+            analysis=json.dumps({k: config[k] for k in ("analysis", "backends", "seeds")})
+        ),
         log=NamedList([str(out / "logs" / "aggregate.log")]),
         scriptdir=scriptdir,
     )
@@ -596,7 +684,7 @@ def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager
     summary = json.loads(Path(study.dataset_summary).read_text())
     report = FakeSnakemake(
         input=NamedList(
-            tables=[str(tables / f"{n}.csv") for n in table_names],
+            tables=[str(tables / f"{n}.csv") for n in TABLE_NAMES],
             plots=[str(plots / f"{n}.png") for n in plot_names],
             backends=str(study.backends_json),
             dataset=str(study.dataset_summary),
@@ -620,9 +708,11 @@ _RENDERED: dict[str, Path] = {}
 # The studies the report, plot and browser tests share (rendered once per session).
 STUDIES: dict[str, dict] = {
     # Three seeds on a GPU; one backend unavailable, one run out of memory; the demo dataset.
+    # The baseline's A/A replica runs beside it.
     "gpu": {
         "unavailable": {"flash_attn": "flash_attn is not installed <try conda>"},
         "failed": {("sdpa", 2): "oom"},
+        "replica": True,
     },
     # A CPU host: no GPU memory, one seed, no kernel sweep.
     "cpu-one-seed": {"device": "cpu", "seeds": (0,), "kernel_sweep": False},

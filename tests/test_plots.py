@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 from fixtures_runs import make_study, rendered_study
 from matplotlib import font_manager
@@ -14,7 +15,7 @@ from PIL import Image
 
 from attnbench import plots, tables
 
-NAMES = ("curves", "epoch_time", "memory", "speed_memory", "kernels")
+NAMES = ("curves", "epoch_time", "memory", "speed_memory", "kernels", "step_breakdown")
 ANALYSIS = '{"analysis": {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.01}}'
 
 
@@ -94,6 +95,7 @@ def test_nothing_finished_still_gives_images(tmp_path, messages):
     assert "no per-epoch results (no run finished training)" in messages
     assert "no kernel data" in messages
     assert "no finished runs with speed and memory" in messages
+    assert "no per-step breakdown recorded (no run with the step keys)" in messages
 
 
 def test_empty_tables_from_csv(tmp_path, messages):
@@ -127,3 +129,42 @@ def test_confidence_follows_the_tables():
 
     assert plots.confidence_of(pd.DataFrame({"confidence": [0.9, 0.9]})) == 0.9
     assert plots.confidence_of(pd.DataFrame()) == 0.95
+
+
+def test_step_breakdown_from_known_inputs(tmp_path, messages):
+    runs = pd.DataFrame(
+        {
+            "backend": ["eager"] * 3 + ["sdpa"] * 3 + ["oom_arm"],
+            "seed": [0, 1, 2, 0, 1, 2, 0],
+            "status": ["ok"] * 6 + ["oom"],
+            "device": ["cuda:0"] * 7,
+            "step_ms_median": [86.0, 90.0, 85.0, 84.0, 84.5, 83.0, None],
+            "gpu_ms_per_step": [13.6, 13.7, 13.5, 12.0, 12.1, 11.9, None],
+            "attention_ms_per_step": [1.9, 2.0, 1.8, 0.29, 0.3, 0.28, None],
+        }
+    )
+    frame = plots.step_breakdown_frame(runs, "eager").set_index("backend")
+    assert list(frame.index) == ["eager", "sdpa"]  # failed runs have no bar
+    eager = frame.loc["eager"]
+    assert eager["attention_ms"] == pytest.approx(1.9)  # medians over seeds
+    assert eager["other_gpu_ms"] == pytest.approx(13.6 - 1.9)
+    assert eager["host_ms"] == pytest.approx(86.0 - 13.6)
+    assert eager["step_ms"] == pytest.approx(86.0) and eager["n"] == 3
+    # GPU time above the step time (a GPU-bound step): no negative host segment.
+    busy = runs.assign(step_ms_median=10.0)
+    assert (plots.step_breakdown_frame(busy)["host_ms"] == 0).all()
+    plots.theme()
+    plots.plot_step_breakdown(runs, tmp_path / "s.png", "eager")
+    pixels = _assert_real_png(tmp_path / "s.png")
+    assert pixels.shape[::-1] != MESSAGE_SIZE and messages == []
+
+
+def test_step_breakdown_without_step_keys_says_so(tmp_path, messages):
+    """Older metrics files (docs/reference/h100) lack the keys: a message, not a crash."""
+    runs = pd.DataFrame(
+        {"backend": ["eager"], "seed": [0], "status": ["ok"], "epoch_loop_s": [1.0]}
+    )
+    plots.plot_step_breakdown(runs, tmp_path / "s.png")
+    runs["step_ms_median"] = runs["gpu_ms_per_step"] = runs["attention_ms_per_step"] = np.nan
+    plots.plot_step_breakdown(runs, tmp_path / "t.png")
+    assert messages == ["no per-step breakdown recorded (no run with the step keys)"] * 2

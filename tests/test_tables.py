@@ -9,9 +9,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_runs import make_study
+from fixtures_runs import RESULTS_COLUMNS, make_study
+from scipy import stats as sps
 
-from attnbench import config, stats, tables
+from attnbench import config, schedule, stats, tables
 
 
 def _runs(values: dict[str, dict[str, list[float]]], status: dict | None = None) -> pd.DataFrame:
@@ -29,6 +30,7 @@ def _runs(values: dict[str, dict[str, list[float]]], status: dict | None = None)
 
 
 def test_compare_on_known_inputs():
+    """Runs pair by seed: paired t, sign-flip and paired TOST; Holm within each family."""
     base_time = [100.0, 101.0, 99.0, 100.5]
     runs = _runs(
         {
@@ -41,26 +43,176 @@ def test_compare_on_known_inputs():
     table = tables.compare(runs, "eager", alpha=0.05, tost_margin=0.01)
     assert set(table["backend"]) == {"fast", "same", "noisy"}
     assert list(table.columns) == tables.COMPARISON_COLUMNS
+    assert (table.loc[table.metric.isin(["epoch_loop_s", "mAP50_95"]), "design"] == "paired").all()
+    assert (table.loc[~table.metric.isin(["epoch_loop_s", "mAP50_95"]), "design"] == "").all()
     time = table[table["metric"] == "epoch_loop_s"].set_index("backend")
-    # stats' own tests check welch and holm against hand formulas; here: the right samples
-    # and one Holm family per metric.
-    want_p = {b: stats.welch(runs[runs.backend == b].epoch_loop_s, base_time, 0.05)["p"] for b in time.index}  # fmt: skip
+    want = {b: sps.ttest_rel(runs[runs.backend == b].epoch_loop_s, base_time) for b in time.index}  # fmt: skip
     for b in time.index:
-        assert time.loc[b, "p"] == pytest.approx(want_p[b])
-    holm = stats.holm([want_p[b] for b in time.index])
-    assert list(time["p_holm"]) == pytest.approx(holm)
+        assert time.loc[b, "p"] == pytest.approx(want[b].pvalue)
+        d = runs[runs.backend == b].epoch_loop_s.to_numpy() - np.array(base_time)
+        assert time.loc[b, "p_perm"] == pytest.approx(stats.sign_flip(d)[0])
+        assert time.loc[b, "mde"] == pytest.approx(stats.mde_paired(4, d.std(ddof=1), 0.05))
+    # The epoch_time family holds epoch_loop_s only here: Holm over the three arms.
+    assert (time["family"] == "epoch_time").all()
+    assert list(time["p_holm"]) == pytest.approx(stats.holm([want[b].pvalue for b in time.index]))
     assert bool(time.loc["fast", "significant"]) and not bool(time.loc["same", "significant"])
     assert time.loc["fast", "diff"] == pytest.approx(
         np.mean([90.0, 91.0, 89.5, 90.2]) - np.mean(base_time)
     )
+    assert time.loc["fast", "verdict"] == "meaningful"  # -10% against a 1% threshold
+    assert time.loc["fast", "threshold"] == pytest.approx(0.01 * np.mean(base_time))
     assert time.loc["fast", "equivalence"] == ""  # TOST only for accuracy
     acc = table[table["metric"] == "mAP50_95"].set_index("backend")
     assert acc.loc["fast", "equivalence"] == "equivalent"
     assert acc.loc["same", "equivalence"] == "different"
     assert acc.loc["noisy", "equivalence"] == "not shown"
     assert (acc["tost_margin"] == 0.01).all()
-    tost_raw = [stats.tost(runs[runs.backend == b].mAP50_95, runs[runs.backend == "eager"].mAP50_95, 0.01) for b in acc.index]  # fmt: skip
+    base_map = runs[runs.backend == "eager"].mAP50_95
+    tost_raw = [stats.paired_tost(runs[runs.backend == b].mAP50_95, base_map, 0.01, 0.05)["tost_p"] for b in acc.index]  # fmt: skip
     assert list(acc["tost_p_holm"]) == pytest.approx(stats.holm(tost_raw))
+
+
+def test_holm_runs_within_families_not_across_them():
+    runs = _runs(
+        {
+            "eager": {"step_ms_median": [86.0, 86.5, 85.8], "steady_images_per_s": [93.0, 92.5, 93.3], "gpu_ms_per_step": [13.6, 13.7, 13.5]},
+            "sdpa": {"step_ms_median": [85.0, 86.1, 85.1], "steady_images_per_s": [94.1, 92.9, 94.0], "gpu_ms_per_step": [12.0, 12.2, 11.9]},
+        }
+    )  # fmt: skip
+    table = tables.compare(runs, "eager").set_index("metric")
+    step = table.loc[["step_ms_median", "steady_images_per_s"]]
+    assert list(step["p_holm"]) == pytest.approx(stats.holm(step["p"]))
+    gpu = table.loc["gpu_ms_per_step"]
+    assert gpu["family"] == "gpu_time" and gpu["p_holm"] == pytest.approx(
+        stats.holm([gpu["p"], table.loc["attention_ms_per_step", "p"]])[0]
+    )
+
+
+def test_welch_only_where_pairing_is_impossible():
+    runs = _runs({"eager": {"epoch_loop_s": [100.0, 101.0, 99.0]}, "sdpa": {"epoch_loop_s": [90.0, 91.0, 89.0]}})  # fmt: skip
+    runs.loc[runs.backend == "sdpa", "seed"] = [10, 11, 12]  # no seed in common
+    row = tables.compare(runs, "eager").set_index("metric").loc["epoch_loop_s"]
+    assert row["design"] == "welch" and "pairing impossible" in row["note"]
+    assert row["p"] == pytest.approx(
+        stats.welch([90.0, 91.0, 89.0], [100.0, 101.0, 99.0], 0.05)["p"]
+    )
+    assert row["mde"] == pytest.approx(stats.mde_welch(3, 3, 1.0, 1.0, 0.05))
+    # One seed lost to an OOM: the other two still pair, the lost one is named.
+    runs = _runs(
+        {"eager": {"epoch_loop_s": [100.0, 101.0, 99.0]}, "sdpa": {"epoch_loop_s": [90.0, 91.0, 89.0]}},
+        status={("sdpa", 2): "oom"},
+    )  # fmt: skip
+    row = tables.compare(runs, "eager").set_index("metric").loc["epoch_loop_s"]
+    assert row["design"] == "paired" and row["n"] == 2 and row["seeds"] == "0 1"
+    assert "seed(s) 2 left out" in row["note"]
+
+
+def test_identical_memory_is_exact_not_tested():
+    runs = _runs(
+        {
+            "eager": {"peak_alloc_mb": [1588.7] * 3, "epoch_loop_s": [1.0, 1.1, 1.2]},
+            "sdpa": {"peak_alloc_mb": [1203.2] * 3, "epoch_loop_s": [1.0, 1.05, 1.2]},
+            "same": {"peak_alloc_mb": [1588.9] * 3, "epoch_loop_s": [1.0, 1.1, 1.25]},
+        }
+    )
+    table = tables.compare(runs, "eager").set_index(["metric", "backend"])
+    row = table.loc[("peak_alloc_mb", "sdpa")]
+    assert bool(row["identical"]) and row["diff"] == pytest.approx(1203.2 - 1588.7)
+    for col in ("diff_ci_low", "diff_ci_high", "p", "p_holm", "p_perm", "mde"):
+        assert math.isnan(row[col]), col
+    assert row["verdict"] == "meaningful" and "identical across 3 seeds" in row["note"]
+    assert table.loc[("peak_alloc_mb", "same"), "verdict"] == "negligible"  # 0.2 < 1 MiB
+    summary = tables.summarize(runs, "eager").set_index(["backend", "metric"])
+    cell = summary.loc[("sdpa", "peak_alloc_mb")]
+    assert bool(cell["identical"]) and math.isnan(cell["ci_low"])
+    assert cell["ci_method"] == "identical across seeds"
+
+
+def test_replica_is_compared_as_the_noise_floor(tmp_path):
+    study = make_study(tmp_path, backends=("eager", "sdpa"), seeds=(0, 1, 2), replica=True)
+    written = tables.aggregate(
+        study.metrics, study.results, study.parity, study.kernels, json.dumps({"analysis": {}})
+    )
+    comp = written["comparisons"]
+    aa = comp[comp["backend"] == "eager_replica"]
+    assert len(aa) == len(tables.COMPARED) and aa["replica"].all()
+    assert set(aa["family"]) == {f"{f} (A/A)" for f in tables.FAMILIES}
+    assert not comp.loc[comp.backend == "sdpa", "replica"].any()
+    # Same kernel and seed: learning and memory identical, wall-clock times not.
+    aa = aa.set_index("metric")
+    assert bool(aa.loc["mAP50_95", "identical"]) and aa.loc["mAP50_95", "diff"] == 0
+    assert bool(aa.loc["peak_alloc_mb", "identical"])
+    assert not bool(aa.loc["step_ms_median", "identical"]) and np.isfinite(aa.loc["step_ms_median", "p"])  # fmt: skip
+    replica = written["replica"]
+    assert list(replica.columns) == tables.REPLICA_COLUMNS
+    assert list(replica["seed"]) == [0, 1, 2] and replica["bit_identical"].all()
+    assert (replica["results_columns_compared"] == len(RESULTS_COLUMNS) - 2).all()
+    summary = written["summary"]
+    assert summary.loc[summary.backend == "eager_replica", "replica"].all()
+    assert tables.backend_order(written["runs"], "eager")[:2] == ["eager", "eager_replica"]
+
+
+def test_replica_that_differs_is_not_bit_identical(tmp_path):
+    study = make_study(tmp_path, backends=("eager",), seeds=(0, 1), replica=True)
+    path = tmp_path / "results" / "train" / "eager_replica" / "seed1" / "results.csv"
+    frame = pd.read_csv(path)
+    frame.loc[2, "train/box_loss"] += 1e-5
+    frame.to_csv(path, index=False)
+    runs = tables.load_runs(study.metrics)
+    replica = tables.replica_identity(runs, tables.load_epochs(study.results, runs), "eager")
+    row = replica.set_index("seed").loc[1]
+    assert not row["results_identical"] and row["results_differing"] == "train/box_loss"
+    assert row["results_max_abs_diff"] == pytest.approx(1e-5, rel=1e-3)
+    assert row["metrics_identical"] and not row["bit_identical"]
+    assert replica.set_index("seed").loc[0, "bit_identical"]
+
+
+def test_run_order_ranks_start_times_and_planned_order_follows_the_schedule(tmp_path):
+    study = make_study(tmp_path, backends=("eager", "sdpa"), seeds=(0, 1), replica=True, failed={("sdpa", 1): "oom"})  # fmt: skip
+    analysis = {"analysis": {"order_seed": 0}, "backends": ["eager", "sdpa"], "seeds": [0, 1]}
+    runs = tables.aggregate(study.metrics, study.results, [], [], analysis)["runs"]
+    assert list(runs.columns[:6]) == ["backend", "seed", "status", "reason", "run_order", "planned_order"]  # fmt: skip
+    assert len(runs) == 6 and (runs["status"] == "oom").sum() == 1  # failures stay rows
+    plan = schedule.planned_order(0, ["eager", "sdpa", "eager_replica"], [0, 1])
+    for (arm, seed), position in zip(plan, range(1, 7), strict=True):
+        row = runs[(runs.backend == arm) & (runs.seed == seed)].iloc[0]
+        assert row["planned_order"] == position
+        assert row["run_order"] == position  # the fixture starts runs in planned order
+    shuffled = runs.copy()
+    shuffled["started"] = ["2026-01-01T00:00:05.001Z", "2026-01-01T00:00:05.000Z", None, "2026-01-01T00:00:01Z", "2026-01-01T00:00:09Z", "2026-01-01T00:00:02Z"]  # fmt: skip
+    ordered = tables.add_order(shuffled.drop(columns=["run_order", "planned_order"]))
+    assert list(ordered["run_order"].fillna(0)) == [4, 3, 0, 1, 5, 2]
+
+
+def test_drift_table_finds_a_planted_slope_and_adjusts(tmp_path):
+    study = make_study(tmp_path, backends=("eager", "sdpa"), seeds=(0, 1, 2, 3, 4), drift=0.02)
+    written = tables.aggregate(study.metrics, study.results, [], [], {"analysis": {}})
+    drift = written["drift"].set_index("metric")
+    assert list(written["drift"].columns) == tables.DRIFT_COLUMNS
+    step = drift.loc["step_ms_median"]
+    assert step["p"] < 0.05 and step["slope_ci_low"] < step["slope_per_run"] < step["slope_ci_high"]
+    assert step["slope_ci_low"] < 0.02 * 86.0 < step["slope_ci_high"]  # the planted slope
+    assert bool(step["significant_within_blocks"])
+    row = written["comparisons"].set_index(["metric", "backend"]).loc[("step_ms_median", "sdpa")]
+    assert np.isfinite(row["diff_drift_adjusted"])
+    assert row["diff_drift_adjusted_ci_low"] < row["diff_drift_adjusted"] < row["diff_drift_adjusted_ci_high"]  # fmt: skip
+    # Independent: statsmodels' formula interface on the same runs.
+    import statsmodels.formula.api as smf
+
+    ok = written["runs"][written["runs"]["status"] == "ok"]
+    fit = smf.ols("step_ms_median ~ C(backend) + run_order", data=ok).fit()
+    assert step["slope_per_run"] == pytest.approx(fit.params["run_order"])
+    assert step["p"] == pytest.approx(fit.pvalues["run_order"])
+    within = smf.ols("step_ms_median ~ C(backend) + C(seed) + run_order", data=ok).fit()
+    assert row["diff_drift_adjusted"] == pytest.approx(within.params["C(backend)[T.sdpa]"])
+    # Memory is deterministic: no residual variance, no slope to test.
+    assert "no residual variance" in drift.loc["peak_alloc_mb", "note"]
+
+
+def test_drift_without_start_times_is_blank_not_a_crash():
+    runs = _runs({"eager": {"epoch_loop_s": [1.0, 2.0, 3.0]}, "sdpa": {"epoch_loop_s": [1.0, 2.0, 3.0]}})  # fmt: skip
+    table, adjusted = tables.drift(tables.add_order(runs), "eager")
+    assert table["p"].isna().all() and adjusted == {}
 
 
 def test_summary_ratio_and_ci():
@@ -105,6 +257,7 @@ def test_failed_runs_are_listed_but_not_counted():
     summary = tables.summarize(runs, "eager", metrics=[tables.METRIC_BY_KEY["epoch_loop_s"]])
     eager = summary.set_index("backend").loc["eager"]
     assert eager["runs"] == 3 and eager["runs_ok"] == 2 and eager["n"] == 2
+    assert eager["runs_oom"] == 1 and eager["runs_unavailable"] == 0
     assert eager["mean"] == pytest.approx(100.5)
 
 
@@ -183,11 +336,32 @@ def test_concat_csvs_skips_empty(tmp_path):
 
 
 def test_analysis_settings_default_to_the_schema():
-    defaults = {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.01}
+    defaults = {
+        "baseline": "eager",
+        "alpha": 0.05,
+        "tost_margin": 0.01,
+        "replica": True,
+        "order_seed": 0,
+        "thresholds": {"time_rel": 0.01, "memory_mib": 1.0},
+    }
     assert tables.analysis_settings("{}") == defaults
     assert config.validate({})["analysis"] == defaults
-    got = tables.analysis_settings({"analysis": {"baseline": "sdpa", "tost_margin": 0.02}})
+    got = tables.analysis_settings(
+        {"analysis": {"baseline": "sdpa", "tost_margin": 0.02, "thresholds": {"time_rel": 0.02}}}
+    )
     assert got["baseline"] == "sdpa" and got["tost_margin"] == 0.02
+    assert got["thresholds"] == {"time_rel": 0.02, "memory_mib": 1.0}
+    design = tables.analysis_settings({"analysis": {}, "backends": ["eager"], "seeds": [0, 1]})
+    assert design["backends"] == ["eager"] and design["seeds"] == [0, 1]
+
+
+def test_thresholds_set_the_verdict():
+    runs = _runs({"eager": {"step_ms_median": [86.0, 86.2, 85.9, 86.1]}, "sdpa": {"step_ms_median": [84.9, 85.2, 84.8, 85.0]}})  # fmt: skip
+    loose = tables.compare(runs, "eager", thresholds={"time_rel": 0.05}).set_index("metric")
+    tight = tables.compare(runs, "eager", thresholds={"time_rel": 0.005}).set_index("metric")
+    assert loose.loc["step_ms_median", "verdict"] == "negligible"
+    assert tight.loc["step_ms_median", "verdict"] == "meaningful"
+    assert loose.loc["step_ms_median", "threshold_rule"] == "5% of the baseline mean"
 
 
 def test_defaults_are_read_from_the_schema_not_copied(monkeypatch):
