@@ -89,15 +89,18 @@ def p_is(value: Any) -> str:
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
-def metric_fmt(metric: str, value: Any) -> str:
-    """Metric-appropriate precision: mAP differences live in the third decimal."""
-    if is_missing(value):
+def metric_fmt(metric: str, value: Any, signed: bool = False) -> str:
+    """Metric-appropriate precision: mAP differences live in the third decimal; `signed`
+    puts a sign on differences."""
+    if not is_finite(value):
         return "n/a"
+    x = float(value)
+    sign = "+" if signed and x > 0 else ""
     if metric.startswith("mAP"):
-        return f"{float(value):.4f}"
-    if metric.endswith("_mb"):
-        return f"{float(value):,.0f}"
-    return f"{float(value):,.1f}" if abs(float(value)) >= 10 else sig(value, 3)
+        return f"{sign}{x:.4f}"
+    if metric.endswith("_mb") and abs(x) >= 10:
+        return f"{sign}{x:,.0f}"
+    return f"{sign}{x:,.1f}" if abs(x) >= 10 else sign + sig(x, 3)
 
 
 def interval(low: Any, high: Any, fmt: Formatter = num) -> str:

@@ -67,6 +67,7 @@ def build_context(
     empty = pd.DataFrame()
     runs, summary = t.get("runs", empty), t.get("summary", empty)
     comparisons, kernels, parity = (t.get(k, empty) for k in ("comparisons", "kernels", "parity"))
+    drift, replica = t.get("drift", empty), t.get("replica", empty)
     if runs.empty:
         runs = pd.DataFrame(columns=["backend", "seed", "status", "reason"])
     probe = io.read_json(backends_json)
@@ -88,8 +89,19 @@ def build_context(
         "alpha": alpha,
         "tost_margin": margin,
         "confidence": confidence_text(alpha),
-        "headline": narrative.headline(summary, comparisons, runs, baseline, alpha, margin),
-        "caveats": narrative.caveats(runs, dataset, dataset_reason),
+        "headline": narrative.headline(
+            summary, comparisons, runs, baseline, alpha, margin, replica
+        ),
+        "caveats": narrative.caveats(runs, dataset, dataset_reason, drift, alpha),
+        "thresholds": settings["thresholds"],
+        "families": sections.families(),
+        "permutation_note": sections.PERMUTATION_NOTE,
+        "paired_note": tables.PAIRED_NOTE,
+        "noise_floor_table": text_table(sections.noise_floor_view(comparisons), default=blank),
+        "replica_table": text_table(sections.replica_view(replica), default=blank),
+        "has_replica": not replica.empty,
+        "drift_table": text_table(sections.drift_view(drift), default=na_text),
+        "drift_full": text_table(drift, formats={"p": pval, "p_within_blocks": pval}),
         "demo": narrative.is_demo(dataset),
         "dataset_reason": dataset_reason,
         "backend_summary": text_table(sections.backend_summary_view(summary)),
@@ -105,8 +117,24 @@ def build_context(
         "comparisons_full": text_table(
             comparisons,
             formats={c: na_text for c in ("label", "ci_method")}
-            | {c: blank for c in ("equivalence", "note", "significant")}
-            | {"p": pval, "p_holm": pval, "tost_p": pval, "tost_p_holm": pval},
+            | {
+                c: blank
+                for c in (
+                    "equivalence",
+                    "note",
+                    "significant",
+                    "design",
+                    "family",
+                    "seeds",
+                    "perm_method",
+                    "ratio_method",
+                    "threshold_rule",
+                    "verdict",
+                    "unit",
+                )
+            }
+            | {c: pval for c in ("p", "p_holm", "p_perm", "p_perm_holm", "tost_p", "tost_p_holm")}
+            | {"drift_p": pval},
         ),
         "runs_table": text_table(
             runs,

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_runs import make_study, rendered_study
+from fixtures_runs import PLOT_NAMES, TABLE_NAMES, make_study, rendered_study
 
-from attnbench import formatting, narrative, report, tables
+from attnbench import formatting, narrative, report, sections, tables
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,9 +56,9 @@ class _Tags(HTMLParser):
 
 
 def test_scripts_write_every_table_and_plot(results):
-    for name in ("runs", "summary", "comparisons", "epochs", "kernels", "parity"):
+    for name in TABLE_NAMES:
         assert (results / "tables" / f"{name}.csv").stat().st_size > 0
-    for name in ("curves", "epoch_time", "memory", "speed_memory", "kernels"):
+    for name in PLOT_NAMES:
         assert (results / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert "wrote" in (results / "logs" / "report.log").read_text()
 
@@ -70,7 +70,7 @@ def test_html_is_well_formed_and_self_contained(html):
     tags = [t for t, _ in parser.seen]
     assert "script" not in tags and "link" not in tags
     images = [a for t, a in parser.seen if t == "img"]
-    assert len(images) == 5
+    assert len(images) == len(PLOT_NAMES)
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,")
         png = base64.b64decode(attrs["src"].split(",", 1)[1])
@@ -81,24 +81,61 @@ def test_html_is_well_formed_and_self_contained(html):
     assert "@import" not in html and "url(" not in html
 
 
-def test_headline_comes_first_and_matches_the_tables(results, html):
+def _sentences(html: str) -> list[str]:
+    answer = html[html.index('<div class="answer">') : html.index("</div>", html.index('<div class="answer">'))]  # fmt: skip
+    return [re.sub(r"\s+", " ", p).strip() for p in re.findall(r"<p>(.*?)</p>", answer, re.S)]
+
+
+def test_headline_leads_with_what_is_certain(results, html):
+    """Order: provenance, memory, GPU time, regime, speed, accuracy, then the noise floor."""
     assert html.index('<section id="answer">') < html.index('<section id="tables">')
-    runs = pd.read_csv(results / "tables" / "runs.csv")
-    ok = runs[runs["status"] == "ok"]
-    means = ok.groupby("backend")["epoch_loop_s"].mean()
-    fastest = means.idxmin()
-    answer = _section(html, "answer")
-    first = re.search(r"<p>(.*?)</p>", answer, re.S).group(1)
+    said = _sentences(html)
+    leads = ["Kernel provenance:", "Peak GPU memory allocated:", "GPU time per step:",
+             "Regime:", "Speed:", "Accuracy (mAP50-95", "Noise floor (A/A:"]  # fmt: skip
+    assert [s.split(" ")[0] for s in said[: len(leads)]] == [lead.split(" ")[0] for lead in leads]
+    for sentence, lead in zip(said, leads, strict=False):
+        assert sentence.startswith(lead), (lead, sentence)
+    assert "all 11 finished runs" in said[0]
+    # Memory is deterministic here: exact, never a zero-width interval or a test.
+    assert "identical across 3 seeds, so this is the exact difference" in said[1]
+    assert "CI [-360, -360]" not in html and "[2,040, 2,040]" not in html
+    assert "host-bound" in said[3] and "Amdahl ceiling" in said[3]
     comp = pd.read_csv(results / "tables" / "comparisons.csv")
-    row = comp[(comp.backend == fastest) & (comp.metric == "epoch_loop_s")].iloc[0]
-    significant = row["p_holm"] < 0.05
-    lead = f"{fastest} was fastest:" if significant else f"{fastest} had the shortest"
-    assert first.startswith(lead)
-    pct = 100 * (1 - means[fastest] / means["eager"])
-    assert f"{pct:.1f}% less" in first
-    assert ("the difference is statistically significant" in first) == significant
-    assert f"Peak GPU memory allocated by {fastest}" in answer
-    assert "mAP50-95" in answer and "TOST" in answer
+    step = comp[(comp.metric == "step_ms_median") & ~comp.replica & comp["diff"].notna()]
+    best = step.loc[step["diff"].idxmin()]
+    significant = best["p_holm"] < 0.05
+    lead = f"Speed: {best.backend} was fastest" if significant else f"Speed: {best.backend} had the shortest"  # fmt: skip
+    assert said[4].startswith(lead)
+    assert ("the difference is statistically significant" in said[4]) == significant
+    assert "smallest difference detectable at 80% power" in said[4]
+    assert f"about {int(best.seeds_needed)} seeds would resolve" in said[4]
+    assert "bit-identical in 3 of 3 seed(s)" in said[6]
+
+
+def test_noise_floor_families_and_drift_sections(html):
+    tables_html = _section(html, "tables")
+    assert "Noise floor: eager against its replica" in tables_html
+    assert "eager_replica" in tables_html
+    for family in ("memory", "gpu_time", "step_time", "epoch_time", "accuracy"):
+        assert f"<strong>{family}</strong>" in tables_html
+    assert "Drift over run order" in tables_html and "within seed blocks" in tables_html
+
+
+def test_comparison_view_hides_empty_rows_and_renders_identical_exactly(results):
+    comp = pd.read_csv(results / "tables" / "comparisons.csv")
+    view = sections.comparison_view(comp)
+    assert "flash_attn" not in set(view["backend"])  # unavailable: nothing to compare
+    assert "eager_replica" not in set(view["backend"])  # shown as the noise floor instead
+    assert len(comp[comp.backend == "flash_attn"]) > 0  # but still in the CSV
+    mem = view[(view["metric"] == "peak GPU memory allocated") & (view["backend"] == "sdpa_flash")].iloc[0]  # fmt: skip
+    assert mem["difference"] == "-360 (identical across 3 seeds)"
+    assert mem["95% CI"] == "exact (no interval)" and mem["p (t)"] == "no test (identical)"
+    step = view[(view["metric"] == "median step time") & (view["backend"] == "sdpa_flash")].iloc[0]
+    assert step["design"] == "paired, 3 seeds" and step["95% CI"].startswith("[")
+    assert step["verdict"] in ("meaningful", "negligible", "unresolved")
+    floor = sections.noise_floor_view(comp)
+    assert set(floor["replica"]) == {"eager_replica"}
+    assert "identical across 3 seeds" in " ".join(floor["difference (A/A)"])
 
 
 def test_caveats_name_demo_failures_and_skips(html):
@@ -183,10 +220,14 @@ def _runs(
     return pd.DataFrame(rows)
 
 
+def _speed(ctx: dict) -> str:
+    return next(s for s in ctx["headline"] if s.startswith("Speed:"))
+
+
 def test_one_seed_is_worded_as_a_single_observation(tmp_path):
     ctx = _context(tmp_path, _runs({"eager": [100.0], "sdpa": [90.0]}))
-    text = " ".join(ctx["headline"])
-    assert text.startswith("sdpa had the shortest mean epoch-loop time")
+    text = _speed(ctx)
+    assert text.startswith("Speed: sdpa had the shortest epoch-loop time")
     assert "single observation" in text and "statistically significant" not in text
     assert any("Only one finished run per backend" in c for c in ctx["caveats"])
     assert not any("smoke test" in c for c in ctx["caveats"])  # not the demo
@@ -194,15 +235,16 @@ def test_one_seed_is_worded_as_a_single_observation(tmp_path):
 
 def test_not_significant_is_said_plainly(tmp_path):
     ctx = _context(tmp_path, _runs({"eager": [100.0, 110.0, 90.0], "sdpa": [99.0, 108.0, 91.0]}))
-    assert ctx["headline"][0].startswith("sdpa had the shortest mean epoch-loop time")
-    assert "not statistically significant" in ctx["headline"][0]
-    assert "more seeds" in ctx["headline"][0]
+    text = _speed(ctx)
+    assert text.startswith("Speed: sdpa had the shortest epoch-loop time")
+    assert "not statistically significant (paired t-test" in text and "more seeds" in text
+    assert "smallest difference detectable at 80% power" in text
 
 
 def test_baseline_fastest(tmp_path):
     ctx = _context(tmp_path, _runs({"eager": [90.0, 90.5, 89.5], "sdpa": [100.0, 101.0, 99.0]}))
-    assert ctx["headline"][0].startswith("No backend beat the baseline eager")
-    assert "Peak GPU memory allocated by sdpa" in ctx["headline"][1]
+    assert _speed(ctx).startswith("Speed: No backend beat the baseline eager on epoch-loop time")
+    assert any(s.startswith("Peak GPU memory allocated: eager") for s in ctx["headline"])
     assert "significantly slower (sdpa)" in " ".join(ctx["headline"])
 
 
@@ -220,19 +262,46 @@ def test_baseline_missing(tmp_path):
     runs = _runs({"eager": [1.0, 1.1], "sdpa": [0.9, 0.95], "sdpa_flash": [0.8, 0.85]})
     runs.loc[runs.backend == "eager", "status"] = "oom"
     ctx = _context(tmp_path / "two", runs)
-    assert ctx["headline"][0].startswith("sdpa_flash had the shortest mean epoch-loop time")
-    assert "the baseline eager has no finished run" in ctx["headline"][0]
+    assert _speed(ctx).startswith("Speed: sdpa_flash had the shortest epoch-loop time")
+    assert "the baseline eager has no finished run" in _speed(ctx)
     ctx = _context(tmp_path / "one", runs[runs.backend != "sdpa_flash"])
-    assert ctx["headline"][0].startswith("Only sdpa finished training")
-    assert "the baseline eager has no finished run" in ctx["headline"][0]
+    assert _speed(ctx).startswith("Speed: only sdpa finished training")
+    assert "the baseline eager has no finished run" in _speed(ctx)
 
 
 def test_equivalent_accuracy_is_a_tested_statement(tmp_path):
     maps = {"eager": [0.750, 0.752, 0.748, 0.751], "sdpa": [0.751, 0.749, 0.750, 0.752]}
     runs = _runs({"eager": [100, 101, 99, 100.5], "sdpa": [90, 91, 89.5, 90.2]}, maps)
     ctx = _context(tmp_path, runs)
-    accuracy = next(s for s in ctx["headline"] if s.startswith("mAP50-95"))
+    accuracy = next(s for s in ctx["headline"] if s.startswith("Accuracy (mAP50-95"))
     assert "equivalent within ±0.01" in accuracy and "tested statement" in accuracy
+    assert "90% CI" in accuracy
+
+
+def test_old_metrics_without_step_keys_still_report(tmp_path):
+    """docs/reference/h100 runs lack the new keys: the headline falls back, never crashes."""
+    ctx = _context(tmp_path, _runs({"eager": [100.0, 101.0, 99.0], "sdpa": [90.0, 91.0, 89.5]}))
+    said = " ".join(ctx["headline"])
+    assert "GPU time per step was not recorded" in said
+    assert "Kernel provenance was not recorded" in said
+    assert "Speed: sdpa was fastest on epoch-loop time" in said
+
+
+def test_reference_h100_tables_render(tmp_path):
+    """The committed H100 study's tables (older columns, no step keys) still render."""
+    ref = REPO / "docs" / "reference" / "h100"
+    paths = [ref / "tables" / f"{n}.csv" for n in ("runs", "summary", "comparisons")]
+    ctx = report.build_context(
+        paths,
+        [],
+        ref / "env" / "backends.json",
+        make_study(tmp_path, backends=("eager",), seeds=(0,)).dataset_summary,
+        title="t",
+        config={"analysis": {"baseline": "eager"}},
+        dataset_reason="r",
+    )
+    html = report.render(REPO / "report" / "report.html.j2", ctx)
+    assert "Kernel provenance" in html and "No replica ran" in html
 
 
 def test_cpu_one_seed_report_renders(tmp_path_factory):
@@ -264,7 +333,7 @@ def test_rule_jobs_match_the_rules():
 def test_zero_variance_difference_is_called_deterministic_not_a_single_observation():
     """Peak memory is identical across seeds on a GPU: say so, not 'one observation'."""
     comp = pd.Series(
-        {"p_holm": float("nan"), "n": 3, "n_baseline": 3, "note": "no variance in either group"}
+        {"p_holm": float("nan"), "n": 3, "n_baseline": 3, "note": "", "identical": True}
     )
     text = narrative.certainty_clause(comp, 0.05)
     assert "identical in all 3 vs 3 runs" in text
@@ -273,3 +342,16 @@ def test_zero_variance_difference_is_called_deterministic_not_a_single_observati
         {"p_holm": float("nan"), "n": 1, "n_baseline": 3, "note": "fewer than 2 runs"}
     )
     assert "single observation" in narrative.certainty_clause(single, 0.05)
+
+
+def test_zero_variance_rendering_in_the_summary_view():
+    runs = _runs({"eager": [100.0, 101.0, 99.0], "sdpa": [90.0, 91.0, 89.5]})
+    runs["peak_alloc_mb"] = np.where(runs["backend"] == "eager", 1588.7, 1203.2)
+    view = sections.backend_summary_view(tables.summarize(runs, "eager")).set_index("backend")
+    assert view.loc["sdpa", "peak GPU memory allocated (MB)"] == "1,203 (identical across 3 seeds)"
+    assert view.loc["sdpa", "epoch-loop time (s)"].count("[") == 1
+    assert view.loc["sdpa", "runs"] == "3 ok"
+    comp = tables.compare(runs, "eager")
+    row = comp[comp["metric"] == "peak_alloc_mb"].iloc[0]
+    text = narrative.difference_text(row, 0.05)
+    assert text.startswith("-386 MB") and "identical across 3 seeds" in text and "CI" not in text
