@@ -17,6 +17,7 @@ include: "rules/data.smk"
 include: "rules/environment.smk"
 include: "rules/attention.smk"
 include: "rules/train.smk"
+include: "rules/sweep.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"
 
@@ -29,6 +30,10 @@ localrules:
     aggregate,
     plots,
     report,
+    sweep_shapes,
+    sweep_aggregate,
+    sweep_plots,
+    sweep,
     all,
 
 
@@ -36,3 +41,11 @@ rule all:
     default_target: True
     input:
         "results/report.html",
+        # The sweep's tables and figures, only with sweep.enabled (rules/sweep.smk).
+        sweep_targets(),
+
+
+# The sweep alone: snakemake sweep --configfile docs/reference/h200/sweep/config.yaml
+rule sweep:
+    input:
+        sweep_targets(),

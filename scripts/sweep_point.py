@@ -1,0 +1,39 @@
+"""Rule sweep_point: the points of one (model, imgsz, batch, compile) cell, in one process."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from attnbench.scriptutil import gpu_job
+
+smk = snakemake
+with gpu_job(smk) as job:
+    from attnbench import sweep_run
+    from attnbench.io import write_json
+    from attnbench.training import offline_ultralytics
+
+    offline_ultralytics(Path("results/.ultralytics").resolve())
+    specs = json.loads(smk.params.points)
+    settings = json.loads(smk.params.settings)
+    train = json.loads(smk.params.train)
+    expected = {str(Path(p)) for p in smk.output.metrics}
+    planned = {spec["path"] for spec in specs}
+    if planned != expected:
+        raise RuntimeError(
+            f"the points do not match the rule's outputs: {sorted(planned ^ expected)}"
+        )
+    slot = ",".join(job.slot.devices) or None
+
+    def write(spec, metrics):
+        write_json(spec["path"], {**metrics, "gpu_slot": slot})
+
+    scratch = Path(smk.params.scratch)
+    job.log.info("%d points on %s (%s)", len(specs), job.device, job.slot.reason)
+    results = sweep_run.run_points(
+        specs, settings, train, smk.input.data_yaml, scratch, job.device, write
+    )
+    shutil.rmtree(scratch, ignore_errors=True)
+    job.log.info("statuses: %s", sorted(r["status"] for r in results))
