@@ -20,6 +20,9 @@ with rule_logging(smk) as log:
         smk.params.analysis,
     )
     for name, table in written.items():
+        if smk.output.get(name) is None:  # a table this rule does not declare
+            log.info("%s: not an output of this rule, not written", name)
+            continue
         with atomic_path(smk.output[name]) as tmp:
             table.to_csv(tmp, index=False)
         log.info("%s: %d rows -> %s", name, len(table), smk.output[name])

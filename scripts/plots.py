@@ -16,7 +16,7 @@ with rule_logging(smk) as log:
         for name in ("runs", "epochs", "kernels", "summary")
     }
     outputs = {
-        name: smk.output[name]
+        name: smk.output.get(name)
         for name in (
             "curves",
             "epoch_time",
@@ -25,6 +25,7 @@ with rule_logging(smk) as log:
             "kernels",
             "step_breakdown",
         )
+        if smk.output.get(name) is not None
     }
     plots.make_all(
         frames["runs"],
