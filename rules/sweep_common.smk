@@ -1,0 +1,141 @@
+# The sweep's plan and helper functions (attnbench.sweep); its rules are in sweep.smk.
+
+import sys
+
+from attnbench import backendinfo
+from attnbench import sweep as sweep_plan
+from attnbench import sweep_report
+
+try:
+    SWEEP = sweep_plan.plan(config)
+except cfg.ConfigError as _error:
+    sys.exit(f"Config error: {_error}")
+SWEEP_POSITION = {p.id: i for i, p in enumerate(SWEEP.planned_order())}
+SWEEP_MODELS = [sweep_plan.stem(m) for m in SWEEP.models]
+SWEEP_SHAPES = [
+    f"results/sweep/attention/{sweep_plan.stem(g.model)}/imgsz{g.imgsz}/b{g.batch}/shapes.json"
+    for g in SWEEP.groups()
+    if g.compile == SWEEP.compiles[0]
+]
+SWEEP_TABLES = [
+    f"results/tables/{t}.csv"
+    for t in (
+        "sweep",
+        "sweep_summary",
+        "sweep_max_batch",
+        "sweep_kernels",
+        "sweep_parity",
+    )
+]
+SWEEP_PLOTS = [f"results/plots/{key}.png" for key, _, _ in sweep_report.PLOTS]
+# The sweep's jobs mix backends: flash_attn's env (a superset of torch's) when one needs it.
+SWEEP_FLASH = any(backendinfo.INFO[b].flash_build for b in SWEEP.backends)
+SWEEP_SETTINGS = {
+    k: config["sweep"][k]
+    for k in ("steps", "warmup_iters", "profile_iters", "deterministic")
+}
+
+
+wildcard_constraints:
+    model=sweep_plan.wildcard_pattern(SWEEP_MODELS),
+    imgsz=r"\d+",
+    batch=r"\d+",
+    compile=sweep_plan.wildcard_pattern(sweep_plan.COMPILE_ARGS),
+    sbackend=sweep_plan.wildcard_pattern(SWEEP.backends),
+
+
+def sweep_targets():
+    """The sweep's tables and figures when it is enabled (rule all and rule sweep), else none."""
+    return [*SWEEP_TABLES, *SWEEP_PLOTS] if SWEEP.enabled else []
+
+
+def sweep_group(wildcards):
+    return SWEEP.group_of(
+        wildcards.model, int(wildcards.imgsz), int(wildcards.batch), wildcards.compile
+    )
+
+
+def sweep_points_param(wildcards):
+    """The group's points in run order, each with its planned place in the whole sweep."""
+    points = SWEEP.group_points(sweep_group(wildcards))
+    specs = SWEEP.specs(points)
+    for spec in specs:
+        spec["planned_position"] = SWEEP_POSITION[spec["id"]]
+    return cfg.canonical(specs)
+
+
+def sweep_priority(wildcards):
+    return SWEEP.group_priority(sweep_group(wildcards).id)
+
+
+def sweep_searches_param(wildcards):
+    """The (model, imgsz)'s searches, one per backend, in a seeded random order."""
+    model = SWEEP.model_of(wildcards.model)
+    imgsz = int(wildcards.imgsz)
+    found = [s for s in SWEEP.searches() if s[0] == model and s[1] == imgsz]
+    found.sort(key=lambda s: sweep_plan._key(SWEEP.order_seed, "max_batch", *s))
+    return cfg.canonical(
+        [
+            {
+                "model": m,
+                "imgsz": i,
+                "backend": b,
+                "run_order": n,
+                "path": sweep_plan.max_batch_path(m, i, b),
+            }
+            for n, (m, i, b) in enumerate(found)
+        ]
+    )
+
+
+def sweep_shape_param(wildcards):
+    """One canonical JSON value (params compare as a set: a swapped imgsz/batch must count)."""
+    model = SWEEP.model_of(wildcards.model)
+    return cfg.canonical(
+        {"model": model, "imgsz": int(wildcards.imgsz), "batch": int(wildcards.batch)}
+    )
+
+
+def sweep_flash_attn(wildcards):
+    return backendinfo.FLASH_ATTN_STATUS if SWEEP_FLASH else []
+
+
+def sweep_backend_flash(wildcards):
+    return backendinfo.flash_attn_input(wildcards.sbackend)
+
+
+def sweep_backend_env(wildcards):
+    return backendinfo.conda_env_file(wildcards.sbackend)
+
+
+def sweep_conda_env(wildcards):
+    return f"../envs/{'flash-attn' if SWEEP_FLASH else 'torch'}.yaml"
+
+
+def sweep_group_outputs():
+    """A group job's outputs: every backend x repeat of its cell."""
+    return expand(
+        "results/sweep/{{model}}/imgsz{{imgsz}}/b{{batch}}/{{compile}}/{backend}/rep{rep}/metrics.json",
+        backend=SWEEP.backends,
+        rep=range(SWEEP.repeats),
+    )
+
+
+def sweep_max_batch_outputs():
+    """A (model, imgsz) search job's outputs: one JSON per backend."""
+    return expand(
+        "results/sweep/max_batch/{{model}}/imgsz{{imgsz}}/{backend}.json",
+        backend=SWEEP.backends,
+    )
+
+
+def sweep_points():
+    return [p.path for p in SWEEP.points()]
+
+
+def sweep_max_batches():
+    return [sweep_plan.max_batch_path(m, i, b) for m, i, b in SWEEP.searches()]
+
+
+def sweep_backend_files(pattern):
+    return expand(pattern, sbackend=SWEEP.backends) if SWEEP.enabled else []

@@ -1,0 +1,380 @@
+"""The sweep's pure parts: plan, order, the largest-batch search, tables, figures, report section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+import pytest
+
+from attnbench import config as cfg
+from attnbench import sweep, sweep_plots, sweep_report, sweep_run, sweep_tables
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "docs" / "reference" / "h200" / "sweep" / "config.yaml"
+
+
+def _config(**sweep_keys) -> dict:
+    return cfg.validate({"sweep": {"enabled": True, **sweep_keys}})
+
+
+# --------------------------------------------------------------------------- #
+# Plan and order
+
+
+def test_default_config_plans_no_sweep():
+    plan = sweep.plan(cfg.load_file(REPO / "config.yaml"))
+    assert not plan.enabled and plan.points() == [] and plan.searches() == []
+
+
+def test_reference_config_is_the_issues_grid():
+    plan = sweep.plan(cfg.load_file(REFERENCE))
+    assert [sweep.stem(m) for m in plan.models] == [f"yolo12{s}" for s in "nsmlx"]
+    assert set(plan.cells) == {(640, 8), (640, 32), (1280, 8)}
+    assert plan.backends == ("eager", "sdpa_cudnn", "sdpa_flash", "flash_attn")
+    assert plan.repeats == 3 and plan.compiles == ("off",)
+    assert len(plan.groups()) == 15 and len(plan.points()) == 15 * 4 * 3
+    assert {(sweep.stem(m), i) for m, i, _ in plan.searches()} == {
+        ("yolo12n", 640), ("yolo12n", 1280), ("yolo12l", 640), ("yolo12l", 1280),
+    }  # fmt: skip
+    assert len(plan.searches()) == 16
+
+
+def test_group_order_interleaves_backends_within_each_repeat():
+    plan = sweep.plan(_config(backends=["eager", "sdpa", "sdpa_math"], repeats=3))
+    group = plan.groups()[0]
+    points = plan.group_points(group)
+    assert [p.rep for p in points] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for rep in range(3):
+        assert sorted(p.backend for p in points if p.rep == rep) == ["eager", "sdpa", "sdpa_math"]
+    orders = {tuple(p.backend for p in points if p.rep == r) for r in range(3)}
+    assert len(orders) > 1  # shuffled per repeat, not one fixed order
+    again = sweep.plan(_config(backends=["eager", "sdpa", "sdpa_math"], repeats=3))
+    assert again.group_points(group) == points  # reproducible from the seed
+    other = sweep.plan(_config(backends=["eager", "sdpa", "sdpa_math"], repeats=3, order_seed=5))
+    assert other.group_points(group) != points
+
+
+def test_points_paths_and_specs():
+    plan = sweep.plan(
+        _config(
+            models=["yolo12s.yaml"], imgsizes=[640], batches=[8], compile=[False, "max-autotune"]
+        )
+    )
+    ids = {p.id for p in plan.points()}
+    assert "yolo12s/imgsz640/b8/off/eager/rep2" in ids
+    assert "yolo12s/imgsz640/b8/max-autotune/sdpa/rep0" in ids
+    point = plan.point("yolo12s", 640, 8, "off", "sdpa", 1)
+    assert point.path == "results/sweep/yolo12s/imgsz640/b8/off/sdpa/rep1/metrics.json"
+    spec = point.spec(3)
+    assert spec["seed"] == 1 and spec["scale"] == "s" and spec["run_order"] == 3
+    assert (
+        sweep.COMPILE_ARGS["off"] is False and sweep.COMPILE_ARGS["max-autotune"] == "max-autotune"
+    )
+
+
+def test_exclude_removes_cells():
+    plan = sweep.plan(
+        _config(imgsizes=[640, 1280], batches=[8, 32], exclude=[{"imgsz": 1280, "batch": 32}])
+    )
+    assert plan.cells == ((640, 8), (640, 32), (1280, 8))
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"baseline": "sdpa_flash"}, "sweep.baseline"),
+        (
+            {"find_max_batch": True, "max_batch": {"models": ["yolo12x.yaml"]}},
+            "sweep.max_batch.models",
+        ),
+        ({"exclude": [{"imgsz": 640, "batch": 8}]}, "sweep.exclude"),
+        ({"max_batch": {"start": 64, "limit": 32}}, "sweep.max_batch.start"),
+    ],
+)
+def test_inconsistent_sweep_config_is_one_line(keys, message):
+    with pytest.raises(cfg.ConfigError, match=message):
+        sweep.plan(_config(**keys))
+
+
+def test_schema_rejects_an_unknown_compile_mode():
+    with pytest.raises(cfg.ConfigError, match="sweep.compile"):
+        _config(compile=["fast"])
+
+
+def test_estimate_of_the_reference_grid_counts_every_part():
+    config = cfg.load_file(REFERENCE)
+    parts = sweep.estimate(sweep.plan(config), config["train"])
+    assert parts["points"] == 180 and parts["jobs"] == 15
+    assert parts["total_s"] == pytest.approx(
+        sum(v for k, v in parts.items() if k.endswith("_s") and k != "total_s")
+    )
+    assert 0 < parts["max_batch_s"] < parts["points_s"]
+
+
+# --------------------------------------------------------------------------- #
+# The largest batch: doubling, then bisection, with a fake trainer
+
+
+def _fake(threshold: int, calls: list[int] | None = None):
+    def probe(batch: int) -> dict:
+        if calls is not None:
+            calls.append(batch)
+        return {"status": "ok" if batch <= threshold else "oom"}
+
+    return probe
+
+
+@pytest.mark.parametrize("threshold", [1, 7, 8, 100, 1000, 4095])
+def test_search_finds_the_exact_largest_batch(threshold):
+    result = sweep.search_max_batch(_fake(threshold), start=8, limit=4096, tolerance=0)
+    if threshold < 8:
+        assert result["max_batch"] == threshold
+    else:
+        assert result["max_batch"] == threshold and result["first_oom"] == threshold + 1
+    assert result["limited_by"] == "memory"
+    assert result["probes"][0]["batch"] == 8
+
+
+def test_search_doubles_then_bisects_and_records_every_probe():
+    calls: list[int] = []
+    result = sweep.search_max_batch(_fake(100, calls), start=8, limit=4096, tolerance=0)
+    assert calls[:5] == [8, 16, 32, 64, 128]  # doubling until the first OOM
+    assert calls[5:] == [96, 112, 104, 100, 102, 101]  # bisection between 64 and 128
+    assert [p["batch"] for p in result["probes"]] == calls
+    assert [p["status"] for p in result["probes"]][:5] == ["ok"] * 4 + ["oom"]
+
+
+def test_search_stops_within_tolerance():
+    calls: list[int] = []
+    result = sweep.search_max_batch(_fake(100, calls), start=8, limit=4096, tolerance=0.1)
+    assert 64 <= result["max_batch"] <= 100 < result["first_oom"]
+    assert result["first_oom"] - result["max_batch"] <= 0.1 * result["max_batch"]
+    assert len(calls) < 11
+
+
+def test_search_reports_the_limit_when_nothing_runs_out_of_memory():
+    calls: list[int] = []
+    result = sweep.search_max_batch(_fake(10**6, calls), start=8, limit=100, tolerance=0)
+    assert calls == [8, 16, 32, 64, 100]
+    assert result["max_batch"] == 100 and result["first_oom"] is None
+    assert result["limited_by"] == "limit"
+
+
+def test_search_when_even_the_start_does_not_fit():
+    result = sweep.search_max_batch(_fake(0), start=8, limit=64, tolerance=0)
+    assert result["max_batch"] is None and result["first_oom"] == 1
+
+
+def test_forced_oom_matches_ids_and_batches():
+    env = {sweep_run.FORCE_OOM_ENV: "yolo12s/*/eager/rep1, batch>6"}
+    assert sweep_run.forced_oom("yolo12s/imgsz64/b2/off/eager/rep1", 2, env)
+    assert not sweep_run.forced_oom("yolo12s/imgsz64/b2/off/eager/rep0", 2, env)
+    assert sweep_run.forced_oom("max_batch/yolo12n/imgsz64/eager", 7, env)
+    assert not sweep_run.forced_oom("max_batch/yolo12n/imgsz64/eager", 6, env)
+    assert not sweep_run.forced_oom("anything", 100, {})
+
+
+def test_tile_repeats_images_with_their_own_labels():
+    import torch
+
+    sample = {
+        "img": torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 3, 4, 4).contiguous(),
+        "cls": torch.tensor([[0.0], [1.0], [2.0], [2.0]]),
+        "bboxes": torch.rand(4, 4),
+        "batch_idx": torch.tensor([0.0, 1.0, 2.0, 2.0]),
+    }
+    batch = sweep_run.tile(sample, 7, torch.device("cpu"))
+    assert batch["img"].shape == (7, 3, 4, 4)
+    assert batch["img"][:, 0, 0, 0].mul(255).round().tolist() == [0, 1, 2, 0, 1, 2, 0]
+    # image k holds the labels of source image k % 3, renumbered to k
+    assert batch["batch_idx"].tolist() == [0, 1, 2, 2, 3, 4, 5, 5, 6]
+    assert batch["cls"].flatten().tolist() == [0, 1, 2, 2, 0, 1, 2, 2, 0]
+
+
+# --------------------------------------------------------------------------- #
+# Tables on known inputs
+
+
+def _point(model, backend, rep, step, gpu, peak, status="ok", **extra) -> dict:
+    return {
+        "model_name": model, "scale": sweep.scale_of(model), "imgsz": 640, "batch": 8,
+        "compile": "off", "backend": backend, "rep": rep, "seed": rep, "status": status,
+        "step_ms_median": step, "gpu_ms_per_step": gpu, "peak_alloc_mb": peak,
+        "gpu_busy_fraction": gpu / step if step else None, "point_id": f"{model}/{backend}/{rep}",
+        "started": f"2026-01-01T00:00:{rep:02d}.{len(backend):03d}", "provenance": {"matched": True, "dispatched": backend},
+        **extra,
+    }  # fmt: skip
+
+
+POINTS = [
+    _point("yolo12n", "eager", 0, 100.0, 20.0, 1000.0),
+    _point("yolo12n", "eager", 1, 102.0, 21.0, 1000.0),
+    _point("yolo12n", "eager", 2, 98.0, 19.0, 1000.0),
+    _point("yolo12n", "sdpa", 0, 95.0, 16.0, 800.0),
+    _point("yolo12n", "sdpa", 1, 100.0, 17.0, 800.0),
+    _point("yolo12n", "sdpa", 2, 96.0, 15.0, 800.0),
+    _point("yolo12l", "eager", 0, 200.0, 150.0, 9000.0),
+    _point("yolo12l", "eager", 1, None, None, None, status="oom", reason="out of memory"),
+    _point("yolo12l", "sdpa", 0, 160.0, 110.0, 6000.0),
+    _point("yolo12l", "sdpa", 1, 170.0, 120.0, 6000.0),
+]
+
+
+@pytest.fixture
+def point_files(tmp_path) -> list[Path]:
+    paths = []
+    for i, point in enumerate(POINTS):
+        path = tmp_path / f"p{i}.json"
+        path.write_text(json.dumps(point))
+        paths.append(path)
+    return paths
+
+
+def test_points_table_keeps_failed_points(point_files):
+    frame = sweep_tables.points_frame(point_files)
+    assert len(frame) == len(POINTS)
+    assert list(frame.columns) == sweep_tables.POINT_COLUMNS
+    oom = frame[frame["status"] == "oom"]
+    assert len(oom) == 1 and oom["reason"].iloc[0] == "out of memory"
+    assert frame["provenance_matched"].all()
+
+
+def test_summary_against_an_independent_computation(point_files):
+    summary = sweep_tables.summary(sweep_tables.points_frame(point_files), "eager")
+    row = summary.set_index(["model_name", "backend"])
+    n_sdpa = row.loc[("yolo12n", "sdpa")]
+    assert n_sdpa["step_ms"] == 96.0 and n_sdpa["gpu_ms"] == 16.0
+    assert n_sdpa["step_speedup"] == pytest.approx(100.0 / 96.0)
+    assert n_sdpa["gpu_speedup"] == pytest.approx(20.0 / 16.0)
+    paired = [100 / 95, 102 / 100, 98 / 96]
+    assert n_sdpa["step_speedup_lo"] == pytest.approx(min(paired))
+    assert n_sdpa["step_speedup_hi"] == pytest.approx(max(paired))
+    assert n_sdpa["memory_saving_pct"] == pytest.approx(20.0)
+    steps = pd.Series([95.0, 100.0, 96.0])
+    assert n_sdpa["step_ms_cv_pct"] == pytest.approx(100 * steps.std() / steps.mean())
+    l_eager = row.loc[("yolo12l", "eager")]
+    assert (l_eager["points"], l_eager["ok"], l_eager["oom"]) == (2, 1, 1)
+    assert l_eager["status"] == "1 ok, 1 oom" and l_eager["step_ms"] == 200.0
+    l_sdpa = row.loc[("yolo12l", "sdpa")]
+    assert l_sdpa["step_speedup"] == pytest.approx(200.0 / 165.0)
+    assert (
+        l_sdpa["step_speedup_lo"] == l_sdpa["step_speedup_hi"] == pytest.approx(200 / 160)
+    )  # rep 0 only
+    assert l_sdpa["memory_saving_pct"] == pytest.approx(100 * (1 - 6000 / 9000))
+    assert summary.groupby("model_name")["fastest"].sum().tolist() == [1, 1]
+    assert bool(row.loc[("yolo12n", "sdpa"), "fastest"]) and bool(
+        row.loc[("yolo12l", "sdpa"), "fastest"]
+    )
+    assert summary["model_name"].tolist() == [
+        "yolo12n",
+        "yolo12n",
+        "yolo12l",
+        "yolo12l",
+    ]  # by scale
+
+
+def test_max_batch_table(tmp_path):
+    docs = [
+        {"model_name": "yolo12n", "scale": "n", "imgsz": 640, "backend": "eager", "status": "ok",
+         "max_batch": 100, "first_oom": 101, "limited_by": "memory",
+         "probes": [{"batch": 64, "status": "ok", "peak_alloc_mb": 60.0}, {"batch": 100, "status": "ok", "peak_alloc_mb": 99.0}]},
+        {"model_name": "yolo12n", "scale": "n", "imgsz": 640, "backend": "sdpa", "status": "ok",
+         "max_batch": 150, "first_oom": 151, "limited_by": "memory", "probes": [{"batch": 150, "status": "ok"}]},
+        {"model_name": "yolo12n", "scale": "n", "imgsz": 640, "backend": "flash_attn", "status": "unavailable",
+         "reason": "needs a GPU", "max_batch": None, "probes": []},
+    ]  # fmt: skip
+    paths = []
+    for i, doc in enumerate(docs):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(doc))
+    frame = sweep_tables.max_batch_frame(paths, "eager").set_index("backend")
+    assert frame.loc["sdpa", "max_batch_ratio"] == pytest.approx(1.5)
+    assert frame.loc["eager", "peak_alloc_mb_at_max"] == 99.0 and frame.loc["eager", "probes"] == 2
+    assert frame.loc["flash_attn", "status"] == "unavailable"
+
+
+# --------------------------------------------------------------------------- #
+# Figures and the report section
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_render_from_known_inputs_and_from_nothing(point_files, tmp_path):
+    summary = sweep_tables.summary(sweep_tables.points_frame(point_files), "eager")
+    max_batch = pd.DataFrame(
+        [{"model_name": m, "imgsz": 640, "backend": b, "max_batch": n, "limited_by": "memory"}
+         for m, b, n in [("yolo12n", "eager", 100), ("yolo12n", "sdpa", 150), ("yolo12l", "eager", 20), ("yolo12l", "sdpa", 30)]]
+    )  # fmt: skip
+    keys = ("speedup", "gpu_busy", "max_batch", "fastest")
+    for name, (s, m) in {
+        "full": (summary, max_batch),
+        "empty": (summary.iloc[0:0], max_batch.iloc[0:0]),
+    }.items():
+        paths = {k: tmp_path / f"{name}_{k}.png" for k in keys}
+        sweep_plots.draw_all(s, m, "eager", ["eager", "sdpa"], paths)
+        for path in paths.values():
+            assert path.read_bytes()[:8] == PNG, path
+
+
+def test_fastest_heat_map_names_the_winner_of_each_cell(point_files, tmp_path, monkeypatch):
+    summary = sweep_tables.summary(sweep_tables.points_frame(point_files), "eager")
+    seen = {}
+    original = sweep_plots.sns.heatmap
+
+    def spy(grid, **kwargs):
+        seen["grid"], seen["annot"] = grid, kwargs["annot"]
+        return original(grid, **kwargs)
+
+    monkeypatch.setattr(sweep_plots.sns, "heatmap", spy)
+    sweep_plots.fastest(summary, "eager", ["eager", "sdpa"], tmp_path / "f.png")
+    assert seen["grid"].tolist() == [[1.0], [1.0]]  # sdpa (code 1) in both models
+    assert seen["annot"][1][0] == f"sdpa\n{200 / 165:.2f}x vs eager"
+
+
+def _render(context) -> str:
+    macro = (REPO / "report" / "report.html.j2").read_text()
+    start = macro.index("{% macro table(t)")
+    end = macro.index("{%- endmacro %}") + len("{%- endmacro %}")
+    page = macro[start:end] + '\n{% if sweep %}{% include "sweep.html.j2" %}{% endif %}'
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader({"page": page, "sweep.html.j2": (REPO / "report" / "sweep.html.j2").read_text()}),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )  # fmt: skip
+    return env.get_template("page").render(sweep=context)
+
+
+def test_report_section_renders_and_is_absent_without_a_sweep(point_files, tmp_path):
+    points = sweep_tables.points_frame(point_files)
+    paths = {"sweep": tmp_path / "sweep.csv", "sweep_summary": tmp_path / "sweep_summary.csv"}
+    sweep_tables.write(points, paths["sweep"])
+    sweep_tables.write(sweep_tables.summary(points, "eager"), paths["sweep_summary"])
+    plot = tmp_path / "sweep_speedup.png"
+    plot.write_bytes(PNG)
+    context = sweep_report.context(
+        paths.values(), [plot], "eager", lambda p: "data:image/png;base64,AA=="
+    )
+    html = _render(context)
+    assert 'id="sweep"' in html and "data:image/png;base64,AA==" in html
+    assert "1 point(s) ran out of memory" in html
+    assert "Fastest at imgsz 640, batch 8: yolo12n: sdpa, yolo12l: sdpa." in html
+    assert sweep_report.context([], [], "eager", str) is None
+    assert 'id="sweep"' not in _render(None)
+
+
+def test_section_inputs_only_when_enabled():
+    assert sweep_report.section_inputs(False) == {"tables": [], "plots": []}
+    inputs = sweep_report.section_inputs(True)
+    assert "results/tables/sweep.csv" in inputs["tables"]
+    assert len(inputs["plots"]) == len(sweep_report.PLOTS)
+
+
+def test_reference_config_matches_the_default_schema_keys():
+    """The docs config sets every sweep key the issue names, and nothing the schema lacks."""
+    raw = cfg.load_file(REFERENCE)["sweep"]
+    for key in ("models", "batches", "imgsizes", "backends", "repeats", "steps", "compile",
+                "deterministic", "find_max_batch", "max_batch", "order_seed"):  # fmt: skip
+        assert key in raw
