@@ -99,6 +99,7 @@ class RunRecorder:
         self.train_images = len(trainer.train_loader.dataset)
         self.batch = trainer.batch_size
         self.window_epoch = 1 if trainer.epochs > 1 else 0
+        self.timer.attach(trainer)
         self.provenance = self.prove(trainer)
         if not self.provenance["matched"]:
             raise provenance.ProvenanceMismatchError(

@@ -45,19 +45,29 @@ BREAKDOWN_KEYS = (
 
 @dataclass
 class StepTimer:
-    """Per-iteration times of the steady state, gathered without synchronising the loop."""
+    """Per-iteration times of the steady state, gathered without synchronising the loop.
+
+    Iterations that ran the optimizer (every `accumulate` iterations; more often during
+    Ultralytics' LR warm-up) are kept apart: their cost is the same for every backend,
+    and a median over a mix of both kinds jumps with the mix.
+    """
 
     device: torch.device
     warmup: int
+    # (epoch index, first, last): iterations of one epoch to leave out (a profiler window).
+    skip: tuple[int, int, int] | None = None
     step_ms: list[float] = field(default_factory=list)
+    opt_step_ms: list[float] = field(default_factory=list)
     host_step_ms: list[float] = field(default_factory=list)
-    _marks: list[tuple[Any, float, bool]] = field(default_factory=list)
+    epoch: int = -1
+    _marks: list[list[Any]] = field(default_factory=list)
 
     @property
     def on_cuda(self) -> bool:
         return self.device.type == "cuda"
 
     def epoch_start(self) -> None:
+        self.epoch += 1
         self._marks = []
 
     def iteration(self) -> int:
@@ -66,11 +76,19 @@ class StepTimer:
 
     def mark(self, exclude: bool = False) -> None:
         """The start of an iteration; `exclude` leaves the interval it starts out."""
+        i = len(self._marks)
+        if self.skip and self.skip[0] == self.epoch and self.skip[1] <= i <= self.skip[2]:
+            exclude = True
         event = None
         if self.on_cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
-        self._marks.append((event, time.perf_counter(), exclude))
+        self._marks.append([event, time.perf_counter(), exclude, False])
+
+    def optimizer_stepped(self) -> None:
+        """The iteration now running stepped the optimizer."""
+        if self._marks:
+            self._marks[-1][3] = True
 
     def epoch_end(self) -> None:
         """Turn the epoch's marks into intervals (one synchronisation, outside the loop)."""
@@ -78,35 +96,62 @@ class StepTimer:
             torch.cuda.synchronize(self.device)
         marks, self._marks = self._marks, []
         for i in range(max(self.warmup, 0), len(marks) - 1):
-            (start, host_start, excluded), (end, host_end, _) = marks[i], marks[i + 1]
+            (start, host_start, excluded, stepped), (end, host_end, *_) = marks[i], marks[i + 1]
             if excluded:
                 continue
             host_ms = (host_end - host_start) * 1e3
-            self.host_step_ms.append(host_ms)
-            self.step_ms.append(start.elapsed_time(end) if self.on_cuda else host_ms)
+            elapsed = start.elapsed_time(end) if self.on_cuda else host_ms
+            if stepped:
+                self.opt_step_ms.append(elapsed)
+            else:
+                self.host_step_ms.append(host_ms)
+                self.step_ms.append(elapsed)
+
+    def attach(self, trainer) -> None:
+        """Note the trainer's optimizer steps (wraps the instance's `optimizer_step`)."""
+        original = trainer.optimizer_step
+
+        def optimizer_step(*args, **kwargs):
+            self.optimizer_stepped()
+            return original(*args, **kwargs)
+
+        trainer.optimizer_step = optimizer_step
 
     def summary(self, batch: int | None) -> dict[str, Any]:
-        return step_summary(self.step_ms, batch, self.host_step_ms)
+        return step_summary(self.step_ms, batch, self.host_step_ms, self.opt_step_ms)
 
 
 def step_summary(
-    step_ms: Iterable[float], batch: int | None, host_step_ms: Iterable[float] | None = None
+    step_ms: Iterable[float],
+    batch: int | None,
+    host_step_ms: Iterable[float] | None = None,
+    opt_step_ms: Iterable[float] | None = None,
 ) -> dict[str, Any]:
-    """The step keys of metrics.json: median, p10, p90, count and steady images/s."""
+    """The step keys of metrics.json.
+
+    `step_ms_*` and `steps_timed` describe iterations without an optimizer step (data,
+    forward, backward: where attention differs); `opt_step_ms_median` those with one;
+    `steady_images_per_s` is over all timed iterations, optimizer steps included.
+    """
     values = np.asarray(list(step_ms), dtype=float)
-    if not values.size:
-        return {**dict.fromkeys(STEP_KEYS), "steps_timed": 0, "host_step_ms_median": None}
-    p10, median, p90 = np.percentile(values, [10, 50, 90])
+    opt = np.asarray(list(opt_step_ms or []), dtype=float)
     host = list(host_step_ms or [])
-    return {
-        "step_ms_median": float(median),
-        "step_ms_p10": float(p10),
-        "step_ms_p90": float(p90),
+    every = np.concatenate([values, opt])
+    result: dict[str, Any] = {
+        **dict.fromkeys(STEP_KEYS),
         "steps_timed": int(values.size),
-        # Mean-based on purpose: images/s over the timed iterations, optimizer steps included.
-        "steady_images_per_s": float(batch * values.size / values.sum() * 1e3) if batch else None,
+        "opt_steps_timed": int(opt.size),
+        "opt_step_ms_median": float(np.median(opt)) if opt.size else None,
         "host_step_ms_median": float(statistics.median(host)) if host else None,
+        "step_times_ms": [round(float(v), 4) for v in values],
+        "opt_step_times_ms": [round(float(v), 4) for v in opt],
     }
+    if values.size:
+        p10, median, p90 = np.percentile(values, [10, 50, 90])
+        result.update(step_ms_median=float(median), step_ms_p10=float(p10), step_ms_p90=float(p90))
+    if every.size and batch:
+        result["steady_images_per_s"] = float(batch * every.size / every.sum() * 1e3)
+    return result
 
 
 class ProfileWindow:

@@ -54,6 +54,24 @@ def test_timer_leaves_out_warmup_excluded_and_last_marks(monkeypatch):
     assert timer.step_ms == pytest.approx([2000.0, 3000.0, 5000.0, 6000.0])
 
 
+def test_timer_keeps_optimizer_iterations_apart_and_skips_a_window(monkeypatch):
+    clock = iter(float(t) for t in range(100))  # one second per mark
+    monkeypatch.setattr(steptime.time, "perf_counter", lambda: next(clock))
+    timer = steptime.StepTimer(CPU, warmup=0, skip=(1, 2, 3))
+    for epoch in range(2):
+        timer.epoch_start()
+        for i in range(6):
+            timer.mark()
+            if i in (1, 4):
+                timer.optimizer_stepped()
+        timer.epoch_end()
+    # Epoch 0: intervals 0..4, optimizer at 1 and 4. Epoch 1: 2 and 3 skipped, 0, 1, 4 kept.
+    assert len(timer.opt_step_ms) == 2 + 2 and len(timer.step_ms) == 3 + 1
+    summary = timer.summary(batch=4)
+    assert summary["steps_timed"] == 4 and summary["opt_steps_timed"] == 4
+    assert summary["steady_images_per_s"] == pytest.approx(4 * 8 / 8000 * 1e3)
+
+
 @dataclasses.dataclass
 class _Ev:
     name: str
@@ -130,7 +148,10 @@ def test_step_keys_of_a_cpu_run(eager_run):
     m = eager_run
     # 8 iterations an epoch -> 7 intervals; 1 warm-up each epoch; in epoch 2 the window
     # (2 iterations) and the one after it are out: 6 + 3 timed.
-    assert m["steps_timed"] == 9
+    assert m["steps_timed"] + m["opt_steps_timed"] == 9
+    # Batch 2 accumulates 16 iterations: the optimizer steps at iteration 0 only (warm-up).
+    assert m["steps_timed"] == 9 and m["opt_steps_timed"] == 0
+    assert len(m["step_times_ms"]) == m["steps_timed"]
     assert 0 < m["step_ms_p10"] <= m["step_ms_median"] <= m["step_ms_p90"]
     assert m["steady_images_per_s"] > 0 and m["timing_warmup_iters"] == 1
 
