@@ -113,8 +113,15 @@ class PointRecorder(RunRecorder):
         self.started_loop = time.perf_counter()
 
     def timed(self) -> int:
-        """Timed intervals so far, those of the running epoch included."""
-        marks = self.timer._marks  # (event, host time, excluded) per iteration start
+        """Timed intervals so far, those of the running epoch included.
+
+        Uses `StepTimer.pending()` where it exists (the count epoch_end would add);
+        otherwise counts the running epoch's marks that are not excluded.
+        """
+        pending = getattr(self.timer, "pending", None)
+        if callable(pending):
+            return len(self.timer.step_ms) + pending()
+        marks = self.timer._marks  # [event, host time, excluded, ...] per iteration start
         pending = sum(
             1 for i in range(max(self.timer.warmup, 0), len(marks) - 1) if not marks[i][2]
         )
