@@ -378,3 +378,25 @@ def test_reference_config_matches_the_default_schema_keys():
     for key in ("models", "batches", "imgsizes", "backends", "repeats", "steps", "compile",
                 "deterministic", "find_max_batch", "max_batch", "order_seed"):  # fmt: skip
         assert key in raw
+
+
+def test_a_point_counts_timed_steps_as_the_timer_will():
+    """Warm-up, excluded (window) and optimizer-step intervals do not count toward `steps`."""
+    import torch
+
+    recorder = sweep_run.PointRecorder(
+        "eager", torch.device("cpu"), 1, {"warmup_iters": 1, "profile_iters": 0}, 2, "p", 2
+    )
+    timer = recorder.timer
+    timer.epoch_start()
+    for excluded in (False, True, False, False, False):
+        timer.mark(exclude=excluded)
+    if hasattr(timer, "optimizer_stepped"):  # the timer keeps optimizer iterations apart
+        timer._marks[2][3] = True
+        assert recorder.timed() == 1  # marks 0 warm-up, 1 excluded, 2 optimizer, 3 timed
+    else:
+        assert recorder.timed() == 2
+    timer.mark()
+    expected = recorder.timed()
+    timer.epoch_end()
+    assert len(timer.step_ms) == expected
