@@ -383,7 +383,10 @@ def estimate(plan_: Plan, train: Mapping[str, Any]) -> dict[str, float]:
     for p in plan_.points():
         ms = step_ms(p.model, p.imgsz, p.batch)
         profiled = (train["provenance_steps"] + 1 + s["profile_iters"]) * PROFILE_SLOWDOWN
-        iterations = s["warmup_iters"] + 1 + s["steps"] + profiled
+        # Optimizer iterations (every round(64 / batch)) are timed apart, not as steps.
+        accumulate = max(round(64 / p.batch), 1)
+        timed = s["steps"] * (accumulate / (accumulate - 1) if accumulate > 1 else 2)
+        iterations = s["warmup_iters"] + 1 + timed + profiled
         points_s += POINT_SETUP_S.get(scale_of(p.model), 4.5) + iterations * ms / 1e3
     jobs = len(plan_.groups())
     search_s = 0.0
