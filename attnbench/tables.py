@@ -310,8 +310,8 @@ def add_order(
     seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """`run_order`: rank of `started` over the study's runs (1-based, blank without it);
-    `planned_order`: position in `schedule.planned_order` for these arms and seeds
-    (those seen in `runs` when not given)."""
+    `planned_order`: the position a train job recorded, else the position in
+    `schedule.planned_order` for these arms and seeds (those seen in `runs` if not given)."""
     runs = runs.copy()
     if runs.empty:
         runs["run_order"] = pd.Series(dtype=float)
@@ -327,10 +327,17 @@ def add_order(
     seen = pd.to_numeric(runs["seed"], errors="coerce")
     seeds = list(seeds) if seeds is not None else sorted(int(x) for x in seen.dropna().unique())
     plan = {job: i + 1 for i, job in enumerate(schedule.planned_order(order_seed, arms, seeds))}
-    runs["planned_order"] = [
-        plan.get((b, int(x)), math.nan) if np.isfinite(x) else math.nan
-        for b, x in zip(runs["backend"], seen, strict=True)
-    ]
+    computed = pd.Series(
+        [
+            plan.get((b, int(x)), math.nan) if np.isfinite(x) else math.nan
+            for b, x in zip(runs["backend"], seen, strict=True)
+        ],
+        index=runs.index,
+    )
+    # A position the train job recorded itself wins: it is the plan the run ran under.
+    if "planned_order" in runs:
+        computed = pd.to_numeric(runs["planned_order"], errors="coerce").fillna(computed)
+    runs["planned_order"] = computed
     return runs
 
 

@@ -375,3 +375,11 @@ def test_defaults_are_read_from_the_schema_not_copied(monkeypatch):
         assert tables.summarize(runs, "eager")["confidence"].eq(0.9).all()
     finally:
         tables._schema_analysis.cache_clear()
+
+
+def test_planned_order_recorded_by_the_job_wins():
+    runs = _runs({"eager": {"epoch_loop_s": [1.0, 2.0]}, "sdpa": {"epoch_loop_s": [1.0, 2.0]}})
+    runs["planned_order"] = [4, None, 2, 1]
+    ordered = tables.add_order(runs, order_seed=0)
+    plan = schedule.planned_order(0, ["eager", "sdpa"], [0, 1])
+    assert list(ordered["planned_order"]) == [4, plan.index(("eager", 1)) + 1, 2, 1]
