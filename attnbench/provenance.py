@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from attnbench import host
 from attnbench.patch import REGION
@@ -141,10 +140,7 @@ def dispatched(record: dict[str, Any]) -> str:
 
 def profile_steps(step: Callable[[], None], steps: int, device: torch.device) -> dict[str, Any]:
     """Run `step` `steps` times under torch.profiler and collect the attention's record."""
-    activities = [ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities, record_shapes=False) as prof:
+    with host.profiler(device) as prof:
         for _ in range(steps):
             step()
         host.synchronize(device)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnbench import provenance
+from attnbench import host, provenance
 
 LAUNCH = re.compile(
     r"^(cuda|cu)(LaunchKernel|LaunchKernelEx|LaunchKernelExC|LaunchCooperativeKernel|GraphLaunch)"
@@ -175,12 +175,7 @@ class ProfileWindow:
         return self.events is not None
 
     def start(self) -> None:
-        from torch.profiler import ProfilerActivity, profile
-
-        activities = [ProfilerActivity.CPU]
-        if self.device.type == "cuda":
-            activities.append(ProfilerActivity.CUDA)
-        self._profiler = profile(activities=activities, record_shapes=False)
+        self._profiler = host.profiler(self.device)
         self._profiler.__enter__()
 
     def batch_start(self) -> None:
