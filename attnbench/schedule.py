@@ -17,7 +17,8 @@ Torch-free: the Snakefile imports it at parse time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 REPLICA_SUFFIX = "_replica"
 # Priorities below this band stay free for other rules (Snakemake's default is 0).
@@ -64,3 +65,11 @@ def planned_order(
     """Every (arm, seed) job in the order the priorities schedule them on one GPU."""
     jobs = [(arm, seed) for seed in seeds for arm in arms_]
     return sorted(jobs, key=lambda job: -priority(order_seed, job[0], job[1], seeds))
+
+
+def position(config: Mapping[str, Any], arm: str, seed: int) -> int | None:
+    """1-based place of (arm, seed) in the planned order of a validated config."""
+    analysis = config["analysis"]
+    arms_ = arms(config["backends"], analysis["baseline"], analysis["replica"])
+    order = planned_order(analysis["order_seed"], arms_, config["seeds"])
+    return order.index((arm, seed)) + 1 if (arm, seed) in order else None

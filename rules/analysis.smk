@@ -50,7 +50,7 @@ rule aggregate:
     conda:
         "../envs/workflow.yaml"
     params:
-        analysis=params_json("analysis", "backends", "seeds"),
+        analysis=analysis_params(),
     script:
         "../scripts/aggregate.py"
 

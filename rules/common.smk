@@ -42,6 +42,14 @@ def params_json(*sections, **extra):
     return cfg.canonical(value)
 
 
+def analysis_params():
+    """The analysis settings and the design, without the run order's seed: the order a
+    run went through is recorded by its train job, so a new order seed changes nothing.
+    """
+    analysis = {k: v for k, v in config["analysis"].items() if k != "order_seed"}
+    return cfg.canonical({"analysis": analysis, "backends": BACKENDS, "seeds": SEEDS})
+
+
 def dataset_spec():
     """Everything that decides the dataset's content, for fetch_dataset's params."""
     data = config["dataset"]

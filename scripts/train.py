@@ -10,7 +10,7 @@ from attnbench.scriptutil import gpu_job
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import training
+    from attnbench import schedule, training
 
     train = json.loads(smk.params.train)
     backend, seed = smk.wildcards.backend, int(smk.wildcards.seed)
@@ -19,5 +19,8 @@ with gpu_job(smk) as job:
     job.log.info("training %s seed %d on %s (%s)", backend, seed, job.device, job.slot.reason)
     metrics = training.train_one(backend, seed, smk.input.data_yaml, train, workdir, job.device)
     metrics["gpu_slot"] = ",".join(job.slot.devices) or None
+    # The place this job had in the schedule it ran under (config read here on purpose:
+    # the order is a priority, not a param, so changing it reruns nothing).
+    metrics["planned_order"] = schedule.position(smk.config, backend, seed)
     training.write_outputs(metrics, workdir, metrics_path, Path(smk.output.results))
     job.log.info("%s seed %d: status %s", backend, seed, metrics["status"])

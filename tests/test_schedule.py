@@ -53,3 +53,14 @@ def test_adding_a_seed_or_an_arm_keeps_the_existing_relative_order():
 def test_priorities_are_snakemake_ints_above_the_default(seed):
     value = schedule.priority(0, "eager", seed, SEEDS)
     assert isinstance(value, int) and 0 < value <= schedule.PRIORITY_BASE
+
+
+def test_position_is_the_place_in_the_planned_order():
+    config = {
+        "backends": BACKENDS,
+        "seeds": SEEDS,
+        "analysis": {"baseline": "eager", "replica": True, "order_seed": 2},
+    }
+    order = schedule.planned_order(2, [*BACKENDS, "eager_replica"], SEEDS)
+    assert [schedule.position(config, a, s) for a, s in order] == list(range(1, len(order) + 1))
+    assert schedule.position(config, "sdpa", 0) is None
