@@ -7,11 +7,16 @@ without the host, so its time is the kernels' own. Capture follows torch.cuda.gr
 documented recipe: warm up on a side stream (lazy handles, cuDNN plans, autotuning),
 synchronise, capture on static tensors, replay. Anything that cannot be captured
 (a host sync inside the call, an allocation the capture refuses, OOM) becomes a reason
-string, never an exception: the direct timings of the row stand on their own.
+string, never an exception: the direct timings of the row stand on their own. A failed
+capture can leave process-wide state behind (the default CUDA generator stuck in capture
+mode, the allocator still routing into the capture's pool): `_recover` undoes it and
+checks the GPU; the benchmark's `GraphSwitch` captures nothing more after the first
+failure, and if the repair cannot be verified no graph is captured in the process again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import statistics
@@ -107,6 +112,12 @@ def l2_bytes(device: torch.device) -> int:
     return int(getattr(props, "L2_cache_size", 0) or DEFAULT_L2)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def root_cause(exc: BaseException) -> str:
     """The first line of the error that started it: a failed capture_end hides the op that broke it."""
     seen = exc
@@ -126,6 +137,75 @@ def _rel_error(got: Sequence[torch.Tensor], want: Sequence[torch.Tensor]) -> flo
     return math.sqrt(num / den) if den else math.sqrt(num)
 
 
+# Set when a failed capture left this process in a state that could not be verified as
+# repaired: from then on no graph is captured in this process.
+_PROCESS_BROKEN: str | None = None
+
+
+class GraphBroke(Exception):
+    """A capture or replay failed: its `note` for the row, its first error as `cause`."""
+
+    def __init__(self, note: str, cause: str) -> None:
+        super().__init__(note)
+        self.note, self.cause = note, cause
+
+
+class GraphSwitch:
+    """Whether one benchmark may still capture CUDA graphs.
+
+    After the first failed capture or replay it captures nothing more (every later call
+    gets "graphs off after a failed capture: <first error>"): a failed capture can leave
+    process-wide state behind, and a possibly damaged process must not produce numbers.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.failure: str | None = None
+
+    def off(self) -> str | None:
+        """Why no graph is captured now, or None."""
+        if not self.enabled:
+            return "CUDA graphs switched off (kernels.graphs: false)"
+        if self.failure:
+            return f"graphs off after a failed capture: {self.failure}"
+        if _PROCESS_BROKEN:
+            return (
+                f"graphs off in this process after an unrepaired failed capture: {_PROCESS_BROKEN}"
+            )
+        return None
+
+    def time(
+        self, timer: Callable[[Any], tuple[float | None, str | None]], call: Any
+    ) -> tuple[float | None, str | None]:
+        """`timer(call)` -> (ms, why not) unless switched off; a GraphBroke switches it off."""
+        why = self.off()
+        if why:
+            return None, why
+        try:
+            return timer(call)
+        except GraphBroke as exc:
+            self.failure = self.failure or exc.cause
+            return None, exc.note
+
+
+def time_graphs(
+    switch: GraphSwitch,
+    calls: Sequence[tuple[str, str, Any]],
+    timer: Callable[[Any], tuple[float | None, str | None]],
+) -> dict[str, Any]:
+    """{column: ms or None for (column, label, call) in calls, "graph_note": why not}."""
+    times: dict[str, Any] = {column: None for column, _, _ in calls}
+    off = switch.off()
+    if off:
+        return {**times, "graph_note": off}
+    notes = []
+    for column, what, call in calls:
+        times[column], why = switch.time(timer, call)
+        if why:
+            notes.append(f"{what}: {why}")
+    return {**times, "graph_note": "; ".join(notes) or None}
+
+
 def graph_ms(
     call: Callable[[], Sequence[torch.Tensor]],
     device: torch.device,
@@ -139,11 +219,25 @@ def graph_ms(
     checked against a direct call (its outputs are poisoned with NaN first, so an
     unwritten output fails). Before each timed replay `flush` is zeroed, outside the
     events, so the replay reads its inputs from memory as training does, not from L2.
+    A failed capture is repaired as far as PyTorch allows (`_recover`); if that cannot
+    be verified, no later capture in this process is attempted.
     """
+    return GraphSwitch().time(lambda c: replay_ms(c, device, repeats, flush, log), call)
+
+
+def replay_ms(
+    call: Callable[[], Sequence[torch.Tensor]],
+    device: torch.device,
+    repeats: int,
+    flush: torch.Tensor | None = None,
+    log: logging.Logger = LOG,
+) -> tuple[float | None, str | None]:
+    """`graph_ms` that raises GraphBroke when the capture or a replay fails."""
     if device.type != "cuda":
         return None, f"CUDA graphs need a CUDA GPU ({device.type})"
     stream = torch.cuda.current_stream(device)
-    graph = outputs = None
+    graph = outputs = pool = None
+    failure = None
     try:
         with torch.cuda.device(device):
             side = torch.cuda.Stream(device)
@@ -154,16 +248,19 @@ def graph_ms(
             stream.wait_stream(side)
             reference = [t.detach().clone() for t in call()]
             torch.cuda.synchronize(device)
+            # An explicit pool: after a failed capture its id is known, so the allocator's
+            # routing of allocations into it can be ended (`_recover`).
+            pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, pool=pool):
                 outputs = call()
     except Exception as exc:  # any refusal of the capture is a result
         # torch.cuda.graph.__exit__ calls capture_end before leaving its stream context:
         # when capture_end raises, the capture stream stays current. Put ours back.
         torch.cuda.set_stream(stream)
-        del graph, outputs
-        why = f"capture failed: {root_cause(exc)}"
-        return None, _after_failure(device, why, log)
+        failure = root_cause(exc)
+    if failure is not None:  # outside the except: its traceback no longer holds tensors
+        raise _broken(device, f"capture failed: {failure}", failure, log, graph, pool)
     try:
         with torch.cuda.device(device):
             for out in outputs:
@@ -190,22 +287,92 @@ def graph_ms(
             torch.cuda.synchronize(device)
             times = [start.elapsed_time(end) for start, end in events]
     except Exception as exc:
-        return None, _after_failure(device, f"replay failed: {root_cause(exc)}", log)
+        cause = root_cause(exc)
+        raise _broken(device, f"replay failed: {cause}", cause, log) from None
     finally:
         del graph, outputs
     return statistics.median(times), None
 
 
-def _after_failure(device: torch.device, why: str, log: logging.Logger) -> str:
-    """Log a failed capture or replay and check the GPU is still usable (a sticky error is not)."""
+def _broken(
+    device: torch.device,
+    why: str,
+    cause: str,
+    log: logging.Logger,
+    graph: Any = None,
+    pool: Any = None,
+) -> GraphBroke:
+    """Log a failed capture or replay, repair what it left behind, and say so."""
+    global _PROCESS_BROKEN
     log.warning("CUDA graph: %s", why)
+    problem = _recover(device, graph, pool)
+    if problem:
+        _PROCESS_BROKEN = _PROCESS_BROKEN or f"{cause} ({problem})"
+        log.error("CUDA graphs off for the rest of this process: %s", problem)
+        why = f"{why}; then {problem}"
+    return GraphBroke(why, cause)
+
+
+def _end_allocation(index: int, pool: Any) -> None:
+    """End the allocator's routing into `pool` and release it (torch 2.5+ spells it two ways).
+    Raises where nothing is routed there (a newer torch already ended it)."""
+    if hasattr(torch._C, "_cuda_endAllocateToPool"):
+        end = torch._C._cuda_endAllocateToPool
+    else:
+        end = torch._C._cuda_endAllocateCurrentStreamToPool
+    end(index, pool)
+    torch._C._cuda_releasePool(index, pool)  # the graph never ended capture: it will not
+
+
+def _rng_problem(index: int) -> str | None:
+    """Why the device's default generator cannot draw numbers, or None (its state is kept)."""
+    gen = torch.cuda.default_generators[index]
+    try:
+        saved = gen.get_state()
+        torch.empty(4, device=torch.device("cuda", index)).normal_()
+        gen.set_state(saved)
+    except Exception as exc:
+        return root_cause(exc)
+    return None
+
+
+def _recover(device: torch.device, graph: Any = None, pool: Any = None) -> str | None:
+    """Undo what a failed capture leaves behind; None once the GPU is verified usable, else
+    what is still wrong.
+
+    In torch 2.5-2.11 CUDAGraph::capture_end raises at cudaStreamEndCapture, before it
+    ends the allocator's routing into the capture's pool and before the capture epilogue
+    of the generator states registered in capture_begin (the default CUDA generator
+    always is): that generator stays in capture mode and every later random draw raises
+    "Offset increment outside graph capture encountered unexpectedly". So: end the
+    routing and release the pool, reset the graph, give the default generator a fresh
+    clone of its state (same seed and offset, not capturing), then check that a random
+    draw, a synchronize and emptying the cache work and no stream is still capturing.
+    """
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if pool is not None:
+        with contextlib.suppress(Exception):  # a newer torch ended it already
+            _end_allocation(index, pool)
+    if graph is not None:
+        with contextlib.suppress(Exception):
+            graph.reset()
+    if _rng_problem(index):
+        gen = torch.cuda.default_generators[index]
+        try:
+            gen.graphsafe_set_state(gen.clone_state())
+        except Exception as exc:
+            return f"the default CUDA generator could not be reset: {root_cause(exc)}"
+        problem = _rng_problem(index)
+        if problem:
+            return f"the default CUDA generator is still unusable: {problem}"
     try:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
+        if torch.cuda.is_current_stream_capturing():
+            return "the current stream is still capturing"
     except Exception as exc:
-        log.error("the GPU is unusable after the failed CUDA graph: %s", root_cause(exc))
-        return f"{why}; the GPU then failed too: {root_cause(exc)}"
-    return why
+        return f"the GPU then failed too: {root_cause(exc)}"
+    return None
 
 
 def graph_times(
@@ -214,23 +381,22 @@ def graph_times(
     dout: torch.Tensor,
     device: torch.device,
     repeats: int,
-    enabled: bool,
+    switch: GraphSwitch | bool,
     log: logging.Logger,
 ) -> dict[str, Any]:
     """The forward, and forward + backward (torch.autograd.grad with the fixed `dout`),
-    each captured on the static input `buf` and replayed."""
-    times: dict[str, Any] = {"graph_fwd_ms": None, "graph_fwdbwd_ms": None, "graph_note": None}
-    if not enabled:
-        times["graph_note"] = "CUDA graphs switched off (kernels.graphs: false)"
-        return times
-    if device.type != "cuda":
-        times["graph_note"] = f"no CUDA graphs on {device.type}"
-        return times
-    try:
-        flush = torch.empty(2 * l2_bytes(device), dtype=torch.uint8, device=device)
-    except Exception as exc:  # without it the replays run from a warm L2; say so
-        flush = None
-        log.warning("no L2 flush buffer (%s): graph replays may read from L2", root_cause(exc))
+    each captured on the static input `buf` and replayed, while `switch` allows it."""
+    if not isinstance(switch, GraphSwitch):
+        switch = GraphSwitch(bool(switch))
+    columns = ("graph_fwd_ms", "graph_fwdbwd_ms")
+    if switch.enabled and device.type != "cuda":
+        return {**dict.fromkeys(columns), "graph_note": f"no CUDA graphs on {device.type}"}
+    flush = None
+    if not switch.off():
+        try:
+            flush = torch.empty(2 * l2_bytes(device), dtype=torch.uint8, device=device)
+        except Exception as exc:  # without it the replays run from a warm L2; say so
+            log.warning("no L2 flush buffer (%s): graph replays may read from L2", root_cause(exc))
 
     def fwd() -> tuple[torch.Tensor, ...]:
         return (forward(0),)
@@ -238,11 +404,5 @@ def graph_times(
     def fwdbwd() -> tuple[torch.Tensor, ...]:
         return torch.autograd.grad(forward(0), (buf,), dout)
 
-    notes = []
-    calls = (("graph_fwd_ms", fwd, "fwd"), ("graph_fwdbwd_ms", fwdbwd, "fwd+bwd"))
-    for column, call, what in calls:
-        times[column], why = graph_ms(call, device, repeats, flush, log)
-        if why:
-            notes.append(f"{what}: {why}")
-    times["graph_note"] = "; ".join(notes) or None
-    return times
+    calls = ((columns[0], "fwd", fwd), (columns[1], "fwd+bwd", fwdbwd))
+    return time_graphs(switch, calls, lambda c: replay_ms(c, device, repeats, flush, log))
