@@ -9,6 +9,13 @@ The kernel drops the lock when the process ends, even by SIGKILL, so a slot is
 never left stale. Call it before anything initialises CUDA (torch reads
 `CUDA_VISIBLE_DEVICES` once, at its first CUDA call).
 
+Sharing a device (`train.jobs_per_gpu` = k > 1): a job that asks for one of k slots
+takes a *shared* lock on `gpu<dev>.lock` and an exclusive one on one of
+`gpu<dev>.slot<i>.lock` (i < k), so k such jobs run on a device at once and the next
+one waits. The shared lock keeps whole-device jobs (kernel benchmark, parity) off a
+device that jobs share, and them off it until those jobs have left. `Slot.jobs_per_gpu`
+records the sharing, so a run can say that its times are not its own.
+
 Under Slurm (`SLURM_JOB_ID` and `CUDA_VISIBLE_DEVICES` both set) the allocation is
 already exclusive and is kept as it is. On a host without GPUs nothing happens.
 """
@@ -26,9 +33,10 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from attnbench import host
 from attnbench.scriptutil import UserError
@@ -59,11 +67,18 @@ class Slot:
     reason: str
     lock_paths: tuple[Path, ...] = ()
     waited_s: float = 0.0
+    # How many jobs may run on each of `devices` at once: 1 is a device of its own.
+    jobs_per_gpu: int = 1
     _fds: list[int] = field(default_factory=list, repr=False)
 
     @property
     def locked(self) -> bool:
         return bool(self._fds)
+
+    @property
+    def shared(self) -> bool:
+        """Other jobs may run on this job's GPU by design: its times are not its own."""
+        return self.jobs_per_gpu > 1 and bool(self.devices)
 
 
 def parse_nvidia_smi_list(text: str) -> list[str]:
@@ -153,34 +168,63 @@ def _slot_paths(directory: Path, devices: Sequence[str]) -> list[Path]:
     return [directory / host / _lock_name(device) for device in devices]
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive lock on `path`, or None when someone else holds it."""
+def _share_path(device_path: Path, index: int) -> Path:
+    """The lock of one of a shared device's slots: gpu0.lock -> gpu0.slot<index>.lock."""
+    return device_path.with_name(f"{device_path.stem}.slot{index}.lock")
+
+
+def _try_lock(path: Path, shared: bool = False) -> int | None:
+    """An fd holding a lock on `path` (exclusive, or `shared` with other shared holders),
+    or None when someone else's lock conflicts."""
     with _HELD_GUARD:
         if path in _HELD:
             return None
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EACCES, errno.EAGAIN):
                 return None
             raise
         _HELD[path] = fd
-    # Who holds it, for the waiting message of others (advisory text only).
-    os.ftruncate(fd, 0)
-    os.pwrite(
-        fd, f"pid={os.getpid()} host={socket.gethostname()} since={time.time():.0f}\n".encode(), 0
-    )
+    if not shared:  # several shared holders would overwrite each other's line
+        # Who holds it, for the waiting message of others (advisory text only).
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd,
+            f"pid={os.getpid()} host={socket.gethostname()} since={time.time():.0f}\n".encode(),
+            0,
+        )
     return fd
 
 
-def _unlock(path: Path, fd: int) -> None:
+def _unlock(path: Path, fd: int, shared: bool = False) -> None:
     with _HELD_GUARD:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+        if not shared:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
         os.close(fd)  # closing drops the lock
         _HELD.pop(path, None)
+
+
+def _take(device_path: Path, slot: int | None) -> list[tuple[Path, int, bool]] | None:
+    """Lock one device: whole (`slot` None), or shared plus its slot `slot`; None if busy.
+
+    Returns (path, fd, shared) for each lock held.
+    """
+    if slot is None:
+        fd = _try_lock(device_path)
+        return None if fd is None else [(device_path, fd, False)]
+    device_fd = _try_lock(device_path, shared=True)
+    if device_fd is None:  # a whole-device job holds it
+        return None
+    slot_path = _share_path(device_path, slot)
+    slot_fd = _try_lock(slot_path)
+    if slot_fd is None:
+        _unlock(device_path, device_fd, shared=True)
+        return None
+    return [(device_path, device_fd, True), (slot_path, slot_fd, False)]
 
 
 def holders(paths: Sequence[Path]) -> dict[str, str]:
@@ -219,14 +263,19 @@ def acquire(
     poll_s: float = 0.5,
     log_every_s: float = 60.0,
     environ: MutableMapping[str, str] | None = None,
+    jobs_per_gpu: int = 1,
 ) -> Iterator[Slot]:
     """Hold `count` GPUs of this host for the body's duration; set CUDA_VISIBLE_DEVICES.
 
-    `count` is the job's `resources.gpu` (0: nothing to do). `devices` replaces
-    detection (tests); `timeout_s` (else $ATTNBENCH_GPU_SLOTS_TIMEOUT, else wait
-    forever) bounds the wait for a free slot, then raises SlotTimeoutError.
+    `count` is the job's `resources.gpu` (0: nothing to do). `jobs_per_gpu` > 1 takes
+    one of that many slots on each device instead of the whole device (see the module
+    docstring). `devices` replaces detection (tests); `timeout_s` (else
+    $ATTNBENCH_GPU_SLOTS_TIMEOUT, else wait forever) bounds the wait for a free slot,
+    then raises SlotTimeoutError.
     """
     env = os.environ if environ is None else environ
+    if jobs_per_gpu < 1:
+        raise UserError(f"train.jobs_per_gpu = {jobs_per_gpu}: it must be 1 or more")
     if count <= 0:
         yield Slot(devices=(), reason="the job asked for no GPU")
         return
@@ -250,62 +299,98 @@ def acquire(
     paths = _slot_paths(folder, pool)
     paths[0].parent.mkdir(parents=True, exist_ok=True)
 
+    # Whole devices in order; shared slots index first, so k jobs spread over the devices
+    # before any device takes a second one.
+    tries: list[tuple[int, int | None]] = (
+        [(i, None) for i in range(len(pool))]
+        if jobs_per_gpu == 1
+        else [(i, j) for j in range(jobs_per_gpu) for i in range(len(pool))]
+    )
+    every = (
+        paths
+        if jobs_per_gpu == 1
+        else [_share_path(p, j) for p in paths for j in range(jobs_per_gpu)]
+    )
+    what = "GPU slot" if jobs_per_gpu == 1 else f"GPU slot ({jobs_per_gpu} jobs per GPU)"
     start = time.monotonic()
     next_log = start + log_every_s
     while True:
-        taken: list[tuple[int, int]] = []  # (pool index, fd)
-        for i, path in enumerate(paths):
-            fd = _try_lock(path)
-            if fd is not None:
-                taken.append((i, fd))
+        taken: dict[int, list[tuple[Path, int, bool]]] = {}  # pool index -> locks
+        for i, j in tries:
+            if i in taken:
+                continue
+            held = _take(paths[i], j)
+            if held is not None:
+                taken[i] = held
                 if len(taken) == count:
                     break
         if len(taken) == count:
             break
-        for i, fd in taken:  # all or nothing: never sit on part of a request
-            _unlock(paths[i], fd)
+        for held in taken.values():  # all or nothing: never sit on part of a request
+            for path, fd, shared in reversed(held):
+                _unlock(path, fd, shared)
         now = time.monotonic()
         waited = now - start
         if timeout_s is not None and waited >= timeout_s:
-            busy = "; ".join(f"{k}: {v}" for k, v in holders(paths).items())
+            busy = "; ".join(f"{k}: {v}" for k, v in holders(every).items())
             raise SlotTimeoutError(
-                f"no free GPU slot among {len(pool)} devices ({','.join(pool)}) after "
+                f"no free {what} among {len(pool)} devices ({','.join(pool)}) after "
                 f"{waited:.0f} s (held: {busy or 'unknown'}); run Snakemake with "
-                f"--resources gpu=<number of GPUs> or raise {ENV_TIMEOUT}"
+                f"--resources gpu=<number of GPUs> gpu_slots=<GPUs x train.jobs_per_gpu> "
+                f"or raise {ENV_TIMEOUT}"
             )
         if now >= next_log:
             LOG.info(
-                "waiting for a GPU slot: all %d busy for %.0f s (%s)",
+                "waiting for a %s: all %d busy for %.0f s (%s)",
+                what,
                 len(pool),
                 waited,
-                "; ".join(f"{k}: {v}" for k, v in holders(paths).items()),
+                "; ".join(f"{k}: {v}" for k, v in holders(every).items()),
             )
             next_log = now + log_every_s
         time.sleep(poll_s)
 
-    chosen = tuple(pool[i] for i, _ in taken)
+    locks = [lock for i in sorted(taken) for lock in taken[i]]
+    chosen = tuple(pool[i] for i in sorted(taken))
     slot = Slot(
         devices=chosen,
-        reason=f"locked slot(s) in {folder}",
-        lock_paths=tuple(paths[i] for i, _ in taken),
+        reason=f"locked slot(s) in {folder}"
+        + (f", shared by up to {jobs_per_gpu} jobs per GPU" if jobs_per_gpu > 1 else ""),
+        lock_paths=tuple(path for path, _, _ in locks),
         waited_s=time.monotonic() - start,
-        _fds=[fd for _, fd in taken],
+        jobs_per_gpu=jobs_per_gpu,
+        _fds=[fd for _, fd, _ in locks],
     )
+    modes = [shared for _, _, shared in locks]
     previous = env.get(CUDA_VISIBLE)
     env[CUDA_VISIBLE] = ",".join(chosen)
     LOG.info(
-        "GPU slot: CUDA_VISIBLE_DEVICES=%s (of %s; waited %.1f s)",
+        "GPU slot: CUDA_VISIBLE_DEVICES=%s (of %s; %d job(s) per GPU; waited %.1f s)",
         env[CUDA_VISIBLE],
         ",".join(pool),
+        jobs_per_gpu,
         slot.waited_s,
     )
     try:
         yield slot
     finally:
-        for path, fd in zip(slot.lock_paths, slot._fds, strict=True):
-            _unlock(path, fd)
+        for path, fd, shared in reversed(list(zip(slot.lock_paths, slot._fds, modes, strict=True))):
+            _unlock(path, fd, shared)
         slot._fds.clear()
         if previous is None:
             env.pop(CUDA_VISIBLE, None)
         else:
             env[CUDA_VISIBLE] = previous
+
+
+def for_job(resources: Mapping[str, Any], **kwargs: Any) -> contextlib.AbstractContextManager[Slot]:
+    """The slot a Snakemake job's resources ask for (`gpu_job` enters it).
+
+    `gpu`: that many whole devices (also what Slurm's `set-resources` gives a job);
+    else `gpu_slots`: one of `jobs_per_gpu` slots on a device that others share.
+    """
+    gpus = int(resources.get("gpu", 0) or 0)
+    slots = int(resources.get("gpu_slots", 0) or 0)
+    if gpus > 0 or slots <= 0:
+        return acquire(gpus, **kwargs)
+    return acquire(slots, jobs_per_gpu=int(resources.get("jobs_per_gpu", 1) or 1), **kwargs)

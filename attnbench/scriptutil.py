@@ -81,7 +81,8 @@ def gpu_job(snakemake: Any) -> Iterator[GpuJob]:
     with rule_logging(snakemake) as log:
         from attnbench import gpuslots
 
-        with gpuslots.acquire(snakemake.resources.get("gpu", 0)) as slot:
+        # resources gpu (whole devices) or gpu_slots (train.jobs_per_gpu > 1: shared)
+        with gpuslots.for_job(snakemake.resources) as slot:
             flash = None
             status = snakemake.input.get("flash_attn")
             if status:

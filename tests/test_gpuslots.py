@@ -223,3 +223,119 @@ def test_reporting_holders_does_not_drop_our_own_lock(tmp_path: Path) -> None:
         other.start()
         other.join(timeout=60)
         assert result.get(timeout=5) == "busy"
+
+
+# --------------------------------------------------------------------------- #
+# train.jobs_per_gpu: k jobs share a device, the (k+1)th waits
+
+
+def _share_forever(lock_dir: str, devices: list[str], k: int, ready: mp.Queue) -> None:
+    with gpuslots.acquire(devices=devices, directory=lock_dir, environ={}, jobs_per_gpu=k) as slot:
+        ready.put((slot.devices, slot.jobs_per_gpu, slot.shared))
+        time.sleep(600)
+
+
+def _try_share(lock_dir: str, devices: list[str], k: int, result: mp.Queue) -> None:
+    try:
+        with gpuslots.acquire(
+            devices=devices, directory=lock_dir, timeout_s=0.3, poll_s=0.05, environ={},
+            jobs_per_gpu=k,
+        ) as slot:  # fmt: skip
+            result.put(slot.devices)
+    except gpuslots.SlotTimeoutError as exc:
+        result.put(str(exc))
+
+
+def _start(target, *args) -> tuple[mp.Process, mp.Queue]:
+    queue: mp.Queue = CTX.Queue()
+    proc = CTX.Process(target=target, args=(*args, queue))
+    proc.start()
+    return proc, queue
+
+
+def _outcome(target, *args):
+    proc, queue = _start(target, *args)
+    proc.join(timeout=60)
+    return queue.get(timeout=5)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_k_jobs_share_one_device_and_the_next_waits(tmp_path: Path, k: int) -> None:
+    holders = [_start(_share_forever, str(tmp_path), ["0"], k) for _ in range(k)]
+    try:
+        for _, ready in holders:
+            assert ready.get(timeout=60) == (("0",), k, True)
+        busy = _outcome(_try_share, str(tmp_path), ["0"], k)
+        assert f"no free GPU slot ({k} jobs per GPU)" in busy
+        assert "gpu_slots=" in busy  # the message names the Snakemake resource
+        # One sharer ends (even by SIGKILL): its slot is free for the next job.
+        os.kill(holders[0][0].pid, signal.SIGKILL)
+        holders[0][0].join(timeout=30)
+        assert _outcome(_try_share, str(tmp_path), ["0"], k) == ("0",)
+    finally:
+        for proc, _ in holders:
+            if proc.is_alive():
+                proc.kill()
+
+
+def test_shared_jobs_spread_over_devices_before_doubling_up(tmp_path: Path) -> None:
+    holders = [_start(_share_forever, str(tmp_path), ["0", "1"], 2) for _ in range(2)]
+    try:
+        got = sorted(ready.get(timeout=60)[0] for _, ready in holders)
+        assert got == [("0",), ("1",)]
+        # Both devices have a free second slot.
+        assert _outcome(_try_share, str(tmp_path), ["0", "1"], 2) in (("0",), ("1",))
+    finally:
+        for proc, _ in holders:
+            proc.kill()
+
+
+def test_whole_device_jobs_and_sharers_exclude_each_other(tmp_path: Path) -> None:
+    """A kernel benchmark never times a device that train jobs share, and vice versa."""
+    sharer, ready = _start(_share_forever, str(tmp_path), ["0"], 4)
+    try:
+        assert ready.get(timeout=60)[0] == ("0",)
+        assert _outcome(_try_once, str(tmp_path), "0") == "busy"
+    finally:
+        sharer.kill()
+        sharer.join(timeout=30)
+    whole, ready = _start(_hold_forever, str(tmp_path), ["0"])
+    try:
+        assert ready.get(timeout=60) == ("0",)
+        assert "no free GPU slot (4 jobs per GPU)" in _outcome(_try_share, str(tmp_path), ["0"], 4)
+    finally:
+        whole.kill()
+
+
+def test_slot_records_sharing(tmp_path: Path) -> None:
+    env: dict[str, str] = {}
+    with gpuslots.acquire(devices=["3"], directory=tmp_path, environ=env, jobs_per_gpu=4) as slot:
+        assert slot.devices == ("3",) and env["CUDA_VISIBLE_DEVICES"] == "3"
+        assert slot.jobs_per_gpu == 4 and slot.shared and slot.locked
+        assert "shared by up to 4 jobs per GPU" in slot.reason
+        assert [p.name for p in slot.lock_paths] == ["gpu3.lock", "gpu3.slot0.lock"]
+        assert "pid=" in gpuslots.holders(slot.lock_paths)["gpu3.slot0.lock"]
+    with gpuslots.acquire(devices=["3"], directory=tmp_path, environ={}) as whole:
+        assert whole.jobs_per_gpu == 1 and not whole.shared  # released: whole again
+    with gpuslots.acquire(devices=[], directory=tmp_path, environ={}, jobs_per_gpu=4) as none:
+        assert not none.shared  # no GPU: nothing was shared
+    with pytest.raises(UserError, match="jobs_per_gpu = 0"), gpuslots.acquire(jobs_per_gpu=0):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("resources", "devices", "per_gpu"),
+    [
+        ({"gpu": 1}, ("0",), 1),
+        ({"gpu": 1, "gpu_slots": 1, "jobs_per_gpu": 4}, ("0",), 1),  # Slurm's gpu: 1 wins
+        ({"gpu": 0, "gpu_slots": 1, "jobs_per_gpu": 4}, ("0",), 4),
+        ({"gpu": 0, "gpu_slots": 0, "jobs_per_gpu": 4}, (), 1),  # a CPU host
+        ({}, (), 1),
+    ],
+)
+def test_for_job_reads_the_rule_resources(
+    tmp_path: Path, resources: dict, devices: tuple, per_gpu: int
+) -> None:
+    with gpuslots.for_job(resources, devices=["0"], directory=tmp_path, environ={}) as slot:
+        assert slot.devices == devices and slot.jobs_per_gpu == per_gpu
+        assert slot.shared == (per_gpu > 1)
