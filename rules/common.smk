@@ -18,6 +18,9 @@ config.update(_validated)
 
 DATASET = cfg.resolve_dataset(config)
 TRAIN = cfg.effective_train(config, DATASET)
+# Scheduling, not measurement: out of every rule's params (changing it reruns nothing);
+# each run records what it got (jobs_per_gpu, shared_gpu in metrics.json).
+JOBS_PER_GPU = TRAIN.pop("jobs_per_gpu")
 BACKENDS = config["backends"]
 # Training arms: the backends plus, with analysis.replica, the baseline's A/A replica.
 ARMS = schedule.arms(
@@ -27,6 +30,11 @@ SEEDS = config["seeds"]
 DATA_DIR = f"results/data/{DATASET.name}"
 # Snakemake's gpu resource is a counter only; attnbench.gpuslots picks the device.
 GPU_JOBS = 1 if cfg.cuda_hint() else 0
+# A train job takes a whole GPU (gpu=1), or with train.jobs_per_gpu > 1 one of that many
+# slots of a GPU (gpu_slots=1): resources are integers (Snakemake rounds a fraction such as
+# gpu=0.25 to 0), so `--resources gpu=G gpu_slots=G*jobs_per_gpu` bounds both kinds.
+TRAIN_GPU = GPU_JOBS if JOBS_PER_GPU == 1 else 0
+TRAIN_GPU_SLOTS = GPU_JOBS if JOBS_PER_GPU > 1 else 0
 
 
 wildcard_constraints:

@@ -20,7 +20,9 @@ rule train:
         backend_conda_env
     threads: TRAIN["workers"] + 1
     resources:
-        gpu=GPU_JOBS,
+        gpu=TRAIN_GPU,
+        gpu_slots=TRAIN_GPU_SLOTS,
+        jobs_per_gpu=JOBS_PER_GPU,
     params:
         train=cfg.canonical(TRAIN),
         device=TRAIN["device"],

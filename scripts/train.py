@@ -19,6 +19,9 @@ with gpu_job(smk) as job:
     job.log.info("training %s seed %d on %s (%s)", backend, seed, job.device, job.slot.reason)
     metrics = training.train_one(backend, seed, smk.input.data_yaml, train, workdir, job.device)
     metrics["gpu_slot"] = ",".join(job.slot.devices) or None
+    # Other train jobs shared this GPU by design (train.jobs_per_gpu): times are not its own.
+    metrics["jobs_per_gpu"] = job.slot.jobs_per_gpu
+    metrics["shared_gpu"] = job.slot.shared
     # The place this job had in the schedule it ran under (config read here on purpose:
     # the order is a priority, not a param, so changing it reruns nothing).
     metrics["planned_order"] = schedule.position(smk.config, backend, seed)
