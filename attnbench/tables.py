@@ -92,7 +92,7 @@ SUMMARY_COLUMNS = [
     "backend", "metric", "label", "unit", "family", "replica", "runs", "runs_ok", "runs_oom",
     "runs_unavailable", "runs_other", "n", "mean", "sd", "ci_low", "ci_high", "identical",
     "confidence", "ci_method", "baseline", "ratio", "ratio_ci_low", "ratio_ci_high",
-    "ratio_method",
+    "ratio_method", "runs_shared_gpu",
 ]  # fmt: skip
 COMPARISON_COLUMNS = [
     "backend", "baseline", "metric", "label", "unit", "family", "replica", "design", "n",
@@ -281,10 +281,55 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Only finished runs enter statistics; oom/unavailable ones are reported, not averaged."""
+    """Only finished runs enter statistics; oom/unavailable ones are reported, not averaged.
+    A shared-GPU run enters without its times (`without_shared_times`)."""
     if runs.empty or "status" not in runs:
         return runs.iloc[0:0]
-    return runs[runs["status"] == "ok"]
+    return without_shared_times(runs[runs["status"] == "ok"])
+
+
+# What another job on the same GPU changes (train.jobs_per_gpu > 1): every time and rate,
+# the GPU-busy ratios made of them, and NVML's device memory and utilisation, which count
+# every process on the device. Accuracy and per-process memory (torch's peaks, host RSS)
+# stay; so do launches per step (a count).
+SHARED_GPU_EXCLUDED = (
+    *(m.key for m in METRICS if m.kind == "time"),
+    "gpu_busy_fraction", "attention_share_of_gpu", "max_step_saving_pct",
+    "peak_device_used_mb", "step_ms_p10", "step_ms_p90", "gpu_util_mean", "gpu_util_median",
+    "data_wait_fraction", "epoch_times_s", "train_epoch_times_s",
+)  # fmt: skip
+SHARED_GPU_NOTE = "shared-GPU run(s) (train.jobs_per_gpu > 1): their times left out"
+
+
+def shared_gpu(runs: pd.DataFrame) -> pd.Series:
+    """Which runs shared their GPU by design (metrics.json `shared_gpu`, also as CSV text)."""
+    if "shared_gpu" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["shared_gpu"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+
+
+def without_shared_times(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with the SHARED_GPU_EXCLUDED values of shared-GPU runs blanked (NaN)."""
+    shared = shared_gpu(runs)
+    if not shared.any():
+        return runs
+    runs = runs.copy()
+    for key in SHARED_GPU_EXCLUDED:
+        if key not in runs:
+            continue
+        if key in METRIC_BY_KEY or pd.api.types.is_numeric_dtype(runs[key]):
+            runs[key] = pd.to_numeric(runs[key], errors="coerce").astype(float).where(~shared)
+        else:  # JSON text (epoch_times_s)
+            runs[key] = runs[key].astype(object).where(~shared, None)
+    return runs
+
+
+def _shared_left_out(runs: pd.DataFrame, arms: Sequence[str], key: str) -> int:
+    """How many ok runs of `arms` lost their value of `key` to the shared-GPU rule."""
+    if key not in SHARED_GPU_EXCLUDED or runs.empty or "status" not in runs:
+        return 0
+    mine = runs["backend"].isin(list(arms)) & (runs["status"] == "ok")
+    return int((mine & shared_gpu(runs)).sum())
 
 
 def backend_order(runs: pd.DataFrame, baseline: str | None = None) -> list[str]:
@@ -421,6 +466,7 @@ def summarize(
                     "ratio_ci_low": ratio[1],
                     "ratio_ci_high": ratio[2],
                     "ratio_method": stats.RATIO_METHOD,
+                    "runs_shared_gpu": _shared_left_out(runs, [backend], metric.key),
                 }
             )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -567,6 +613,9 @@ def compare(
                     )
                 elif not row["identical"] and np.isnan(row["p"]):
                     notes.append("no variance in either group")
+            left_out = _shared_left_out(runs, [backend, baseline], metric.key)
+            if left_out:
+                notes.append(f"{left_out} {SHARED_GPU_NOTE}")
             if row["identical"]:
                 notes.append(f"identical across {row['n']} seeds: the exact difference")
             eq_ci = row.pop("_eq")
