@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from attnbench import io, narrative, sections, tables
+from attnbench import io, narrative, sections, sweep_report, tables
 from attnbench.formatting import (
     blank,
     confidence_text,
@@ -61,6 +61,7 @@ def build_context(
     """Everything the template shows, from the `report` rule's inputs and params."""
     config = json.loads(config) if isinstance(config, str) else dict(config)
     train = json.loads(train) if isinstance(train, str) else dict(train or {})
+    table_paths, plots = list(table_paths), list(plots)  # each is read twice
     settings = tables.analysis_settings(config)
     baseline, alpha, margin = settings["baseline"], settings["alpha"], settings["tost_margin"]
     t = {name: tables.read_table(path) for name, path in _by_stem(table_paths).items()}
@@ -83,7 +84,9 @@ def build_context(
         else parity.iloc[0:0]
     )
     parity_ok = parity[parity["status"] == "ok"] if "status" in parity else parity
+    sweep_baseline = (config.get("sweep") or {}).get("baseline", baseline)
     return {
+        "sweep": sweep_report.context(table_paths, plots, sweep_baseline, data_uri),
         "title": title,
         "baseline": baseline,
         "alpha": alpha,

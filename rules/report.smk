@@ -23,6 +23,9 @@ rule report:
             "kernels.png",
             "step_breakdown.png",
         ),
+        # The sweep's section, only with sweep.enabled (empty lists otherwise).
+        sweep_tables=sweep_report.section_inputs(SWEEP.enabled)["tables"],
+        sweep_plots=sweep_report.section_inputs(SWEEP.enabled)["plots"],
         backends="results/env/backends.json",
         dataset=f"{DATA_DIR}/summary.json",
         template=f"{workflow.basedir}/report/report.html.j2",

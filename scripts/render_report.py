@@ -14,8 +14,8 @@ with rule_logging(smk) as log:
     report.write_report(
         smk.output[0],
         smk.input.template,
-        smk.input.tables,
-        smk.input.plots,
+        [*smk.input.tables, *(smk.input.get("sweep_tables") or [])],
+        [*smk.input.plots, *(smk.input.get("sweep_plots") or [])],
         smk.input.backends,
         smk.input.dataset,
         title=smk.params.title,
