@@ -166,7 +166,8 @@ def build_context(
         "kernels_table": text_table(
             model_kernels,
             columns=sections.KERNEL_COLUMNS,
-            formats={c: na_text for c in ("status", "dtype", "phase")} | {"reason": blank},
+            formats={c: na_text for c in ("status", "dtype", "phase")}
+            | {"reason": blank, "graph_note": blank},
         ),
         "n_kernel_rows": len(model_kernels),
         "parity_table": text_table(
