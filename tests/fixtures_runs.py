@@ -629,6 +629,7 @@ class FakeSnakemake:
     wildcards: NamedList = field(default_factory=NamedList)
     resources: NamedList = field(default_factory=NamedList)
     threads: int = 1
+    config: dict = field(default_factory=dict)
 
 
 def run_script(script: str | Path, smk: FakeSnakemake) -> None:
