@@ -7,21 +7,8 @@
 #   bash benchmarks/h200/steady.sh [DEADLINE_S]     # writes under $OUT (or results/h200)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PYTHONUNBUFFERED=1
-OUTDIR=${OUT:-results/h200}
-mkdir -p "$OUTDIR"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-  .gpu/whl/*.whl .gpu/wheels/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-{
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  nproc
-  python3 -c "import torch, flash_attn, ultralytics; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'flash_attn', flash_attn.__version__, 'ultralytics', ultralytics.__version__)"
-} 2>&1 | tee "$OUTDIR/environment.txt"
-python3 - <<'PY' || exit 1
-from attnbench.datasets import validate
-validate.summarize(".gpu/data/crop-or-weed", "results/data/crop-or-weed", name="crop-or-weed", source="local")
-PY
+source benchmarks/h200/setup.sh
+validate_subset || exit 1
 python3 benchmarks/steady_state.py --data results/data/crop-or-weed/data.yaml --device 0 \
   --backends eager sdpa_cudnn flash_attn --repeats 5 2 2 --bare-repeats 5 --epochs 2 \
   --batch 8 --imgsz 640 --workers 8 --deadline-s "${1:-480}" --out "$OUTDIR/steady" \
