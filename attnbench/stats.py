@@ -12,7 +12,8 @@ Methods (named in the tables too, so a reader of a CSV alone knows them):
 - equivalence: TOST, paired or with unequal variances (statsmodels), with the
   (1 - 2 alpha) interval that decides it;
 - power: the minimum detectable effect at 80% power (two-sided alpha) for the n and
-  the spread observed, and the n that would resolve the observed difference.
+  the spread observed, and the n that would resolve the observed difference
+  (`power_analysis`, re-exported here).
 A difference that is the same in every pair (zero variance: deterministic memory) is
 `identical`: no test, no interval, the exact difference. Fewer than two usable values
 gives NaN, never an exception. The levels (alpha, confidence, margin) are arguments:
@@ -30,8 +31,13 @@ import pandas as pd
 from scipy import special
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
+
+from attnbench.power_analysis import POWER as POWER
+from attnbench.power_analysis import mde_paired as mde_paired
+from attnbench.power_analysis import mde_welch as mde_welch
+from attnbench.power_analysis import seeds_needed_paired as seeds_needed_paired
+from attnbench.power_analysis import seeds_needed_welch as seeds_needed_welch
 
 CI_METHOD = "t-interval"
 DIFF_METHOD = "Welch t"
@@ -41,8 +47,6 @@ PAIRED_RATIO_METHOD = "Fieller (paired, n-1 df)"
 EXACT_METHOD = "identical in every pair: exact difference"
 PERM_EXACT_MAX = 16  # 2^16 sign patterns; beyond, Monte Carlo
 PERM_DRAWS = 100_000
-POWER = 0.8
-MAX_SEEDS = 10_000  # seeds_needed beyond this is inf: "not resolvable"
 
 
 def clean(values: Iterable[float]) -> np.ndarray:
@@ -78,16 +82,20 @@ def welch(a: Iterable[float], b: Iterable[float], alpha: float) -> dict[str, flo
         out["diff"] = float(np.mean(x) - np.mean(y)) if len(y) else math.nan
     if len(x) < 2 or len(y) < 2 or np.var(x) + np.var(y) == 0:
         return out
-    res = sps.ttest_ind(x, y, equal_var=False)
-    ci = res.confidence_interval(1 - alpha)
-    out.update(
-        diff_ci_low=float(ci.low),
-        diff_ci_high=float(ci.high),
-        t=float(res.statistic),
-        df=float(res.df),
-        p=float(res.pvalue),
-    )
+    out.update(_t_test_fields(sps.ttest_ind(x, y, equal_var=False), alpha))
     return out
+
+
+def _t_test_fields(res: Any, alpha: float) -> dict[str, float]:
+    """A scipy t-test result as the tables' fields: its (1 - alpha) CI, t, df and p."""
+    ci = res.confidence_interval(1 - alpha)
+    return {
+        "diff_ci_low": float(ci.low),
+        "diff_ci_high": float(ci.high),
+        "t": float(res.statistic),
+        "df": float(res.df),
+        "p": float(res.pvalue),
+    }
 
 
 def hedges_g(a: Iterable[float], b: Iterable[float]) -> float:
@@ -204,16 +212,8 @@ def paired(a: Iterable[float], b: Iterable[float], alpha: float) -> dict[str, An
     if _constant(d, scale):
         out.update(diff=float(d[0]), sd_diff=0.0, identical=True)
         return out
-    res = sps.ttest_rel(x, y)
-    ci = res.confidence_interval(1 - alpha)
-    out.update(
-        sd_diff=float(np.std(d, ddof=1)),
-        diff_ci_low=float(ci.low),
-        diff_ci_high=float(ci.high),
-        t=float(res.statistic),
-        df=float(res.df),
-        p=float(res.pvalue),
-    )
+    out["sd_diff"] = float(np.std(d, ddof=1))
+    out.update(_t_test_fields(sps.ttest_rel(x, y), alpha))
     return out
 
 
@@ -300,97 +300,6 @@ def paired_fieller(
         return ratio, math.nan, math.nan
     root = math.sqrt(disc)
     return ratio, float((qb - root) / qa), float((qb + root) / qa)
-
-
-# --------------------------------------------------------------------------- #
-# Power
-
-
-def mde_paired(n: int, sd_diff: float, alpha: float, power: float = POWER) -> float:
-    """Smallest true mean difference a paired t-test of n pairs detects with `power`."""
-    if n < 2 or not np.isfinite(sd_diff) or sd_diff <= 0:
-        return math.nan
-    effect = TTestPower().solve_power(
-        effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided"
-    )
-    return float(np.asarray(effect).item() * sd_diff)
-
-
-def _welch_sigma(n1: int, n2: int, sd1: float, sd2: float) -> float:
-    """The common SD whose two-sample standard error equals Welch's sqrt(v1/n1 + v2/n2)."""
-    return math.sqrt((sd1**2 / n1 + sd2**2 / n2) / (1 / n1 + 1 / n2))
-
-
-def mde_welch(
-    n1: int, n2: int, sd1: float, sd2: float, alpha: float, power: float = POWER
-) -> float:
-    """Smallest true difference two independent samples detect with `power` (two-sided).
-
-    The noncentral-t power of the two-sample test, with the SD that gives Welch's
-    standard error (df n1 + n2 - 2: an approximation for unequal variances).
-    """
-    if n1 < 2 or n2 < 2 or not (np.isfinite(sd1) and np.isfinite(sd2)) or sd1 + sd2 <= 0:
-        return math.nan
-    effect = TTestIndPower().solve_power(
-        effect_size=None, nobs1=n1, alpha=alpha, power=power, ratio=n2 / n1
-    )
-    return float(np.asarray(effect).item() * _welch_sigma(n1, n2, sd1, sd2))
-
-
-def _power(t_power: float, noncentrality: float, alpha: float) -> float:
-    """The t-test's power, or its normal approximation where the noncentral t underflows
-    to NaN (large n, where t and normal agree)."""
-    if np.isfinite(t_power):
-        return float(t_power)
-    z = sps.norm.ppf(1 - alpha / 2)
-    return float(sps.norm.sf(z - noncentrality) + sps.norm.cdf(-z - noncentrality))
-
-
-def _smallest_n(power_at: Any, target: float) -> float:
-    """Smallest integer n >= 2 with power_at(n) >= target (power rises with n); inf if none."""
-    if power_at(MAX_SEEDS) < target:
-        return math.inf
-    lo, hi = 2, MAX_SEEDS
-    if power_at(lo) >= target:
-        return float(lo)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if power_at(mid) >= target else (mid, hi)
-    return float(hi)
-
-
-def seeds_needed_paired(diff: float, sd_diff: float, alpha: float, power: float = POWER) -> float:
-    """Pairs (seeds) a paired t-test needs to detect a true difference `diff` with `power`.
-
-    NaN without a difference or a spread to plan with; inf beyond `MAX_SEEDS`.
-    """
-    if not (np.isfinite(diff) and np.isfinite(sd_diff)) or sd_diff <= 0 or diff == 0:
-        return math.nan
-    effect = abs(diff) / sd_diff
-
-    def power_at(n: int) -> float:
-        t_power = TTestPower().power(effect_size=effect, nobs=n, alpha=alpha)
-        return _power(t_power, effect * math.sqrt(n), alpha)
-
-    return _smallest_n(power_at, power)
-
-
-def seeds_needed_welch(
-    diff: float, sd1: float, sd2: float, alpha: float, power: float = POWER
-) -> float:
-    """Runs per arm two independent samples need to detect `diff` with `power`."""
-    if not (np.isfinite(diff) and np.isfinite(sd1) and np.isfinite(sd2)) or diff == 0:
-        return math.nan
-    sigma = math.sqrt((sd1**2 + sd2**2) / 2)
-    if sigma <= 0:
-        return math.nan
-    effect = abs(diff) / sigma
-
-    def power_at(n: int) -> float:
-        t_power = TTestIndPower().power(effect_size=effect, nobs1=n, alpha=alpha, ratio=1.0)
-        return _power(t_power, effect * math.sqrt(n / 2), alpha)
-
-    return _smallest_n(power_at, power)
 
 
 # --------------------------------------------------------------------------- #
