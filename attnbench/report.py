@@ -1,8 +1,8 @@
 """The HTML report: one self-contained page that answers the question first.
 
 Every number in it is read from the `aggregate` tables, backends.json and the dataset
-summary: `narrative` words the answer, `sections` builds the views, `formatting` turns
-cells into text, and report/report.html.j2 lays it all out (its `table` macro draws every
+summary: `narrative` words the answer and `caveats` what limits it, `stat_views` and
+`sections` build the views, `formatting` turns cells into text, and report/report.html.j2 lays it all out (its `table` macro draws every
 table). Figures are embedded as data URIs and the page has no external CSS, JS or fonts,
 so it opens offline.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from attnbench import io, narrative, sections, sweep_report, tables
+from attnbench import caveats, io, narrative, sections, stat_views, sweep_report, tables
 from attnbench.formatting import (
     blank,
     confidence_text,
@@ -95,21 +95,21 @@ def build_context(
         "headline": narrative.headline(
             summary, comparisons, runs, baseline, alpha, margin, replica
         ),
-        "caveats": narrative.caveats(runs, dataset, dataset_reason, drift, alpha),
+        "caveats": caveats.caveats(runs, dataset, dataset_reason, drift, alpha),
         "thresholds": settings["thresholds"],
         "families": sections.families(),
         "permutation_note": sections.PERMUTATION_NOTE,
         "paired_note": tables.PAIRED_NOTE,
-        "noise_floor_table": text_table(sections.noise_floor_view(comparisons), default=blank),
-        "replica_table": text_table(sections.replica_view(replica), default=blank),
+        "noise_floor_table": text_table(stat_views.noise_floor_view(comparisons), default=blank),
+        "replica_table": text_table(stat_views.replica_view(replica), default=blank),
         "has_replica": not replica.empty,
-        "drift_table": text_table(sections.drift_view(drift), default=na_text),
+        "drift_table": text_table(stat_views.drift_view(drift), default=na_text),
         "drift_full": text_table(drift, formats={"p": pval, "p_within_blocks": pval}),
-        "demo": narrative.is_demo(dataset),
+        "demo": caveats.is_demo(dataset),
         "dataset_reason": dataset_reason,
-        "backend_summary": text_table(sections.backend_summary_view(summary)),
+        "backend_summary": text_table(stat_views.backend_summary_view(summary)),
         "comparison_table": text_table(
-            sections.comparison_view(comparisons),
+            stat_views.comparison_view(comparisons),
             default=blank,
             row_class=lambda r: "sig" if r["significant (Holm)"] == "yes" else "",
         ),

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fixtures_runs import PLOT_NAMES, TABLE_NAMES, make_study, rendered_study
 
-from attnbench import formatting, narrative, report, sections, tables
+from attnbench import clauses, formatting, report, stat_views, tables
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,7 +123,7 @@ def test_noise_floor_families_and_drift_sections(html):
 
 def test_comparison_view_hides_empty_rows_and_renders_identical_exactly(results):
     comp = pd.read_csv(results / "tables" / "comparisons.csv")
-    view = sections.comparison_view(comp)
+    view = stat_views.comparison_view(comp)
     assert "flash_attn" not in set(view["backend"])  # unavailable: nothing to compare
     assert "eager_replica" not in set(view["backend"])  # shown as the noise floor instead
     assert len(comp[comp.backend == "flash_attn"]) > 0  # but still in the CSV
@@ -133,7 +133,7 @@ def test_comparison_view_hides_empty_rows_and_renders_identical_exactly(results)
     step = view[(view["metric"] == "median step time") & (view["backend"] == "sdpa_flash")].iloc[0]
     assert step["design"] == "paired, 3 seeds" and step["95% CI"].startswith("[")
     assert step["verdict"] in ("meaningful", "negligible", "unresolved")
-    floor = sections.noise_floor_view(comp)
+    floor = stat_views.noise_floor_view(comp)
     assert set(floor["replica"]) == {"eager_replica"}
     assert "identical across 3 seeds" in " ".join(floor["difference (A/A)"])
 
@@ -335,23 +335,23 @@ def test_zero_variance_difference_is_called_deterministic_not_a_single_observati
     comp = pd.Series(
         {"p_holm": float("nan"), "n": 3, "n_baseline": 3, "note": "", "identical": True}
     )
-    text = narrative.certainty_clause(comp, 0.05)
+    text = clauses.certainty_clause(comp, 0.05)
     assert "identical in all 3 vs 3 runs" in text
     assert "single observation" not in text
     single = pd.Series(
         {"p_holm": float("nan"), "n": 1, "n_baseline": 3, "note": "fewer than 2 runs"}
     )
-    assert "single observation" in narrative.certainty_clause(single, 0.05)
+    assert "single observation" in clauses.certainty_clause(single, 0.05)
 
 
 def test_zero_variance_rendering_in_the_summary_view():
     runs = _runs({"eager": [100.0, 101.0, 99.0], "sdpa": [90.0, 91.0, 89.5]})
     runs["peak_alloc_mb"] = np.where(runs["backend"] == "eager", 1588.7, 1203.2)
-    view = sections.backend_summary_view(tables.summarize(runs, "eager")).set_index("backend")
+    view = stat_views.backend_summary_view(tables.summarize(runs, "eager")).set_index("backend")
     assert view.loc["sdpa", "peak GPU memory allocated (MB)"] == "1,203 (identical across 3 seeds)"
     assert view.loc["sdpa", "epoch-loop time (s)"].count("[") == 1
     assert view.loc["sdpa", "runs"] == "3 ok"
     comp = tables.compare(runs, "eager")
     row = comp[comp["metric"] == "peak_alloc_mb"].iloc[0]
-    text = narrative.difference_text(row, 0.05)
+    text = clauses.difference_text(row, 0.05)
     assert text.startswith("-386 MB") and "identical across 3 seeds" in text and "CI" not in text

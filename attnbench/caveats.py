@@ -1,0 +1,92 @@
+"""What limits the report's answer: demo data, too few seeds, runs that did not finish,
+kernel mismatches and drift over run order, one line each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from attnbench import tables
+from attnbench.formatting import is_finite, metric_fmt, na_text, p_is
+
+
+def caveats(
+    runs: pd.DataFrame,
+    dataset: Mapping[str, Any],
+    reason: str,
+    drift: pd.DataFrame | None = None,
+    alpha: float = 0.05,
+) -> list[str]:
+    """What limits the answer: demo data, single seeds, skipped or failed runs, kernel
+    mismatch, drift over run order."""
+    out = []
+    if is_demo(dataset):
+        out.append(
+            f"The dataset is the embedded synthetic demo ({reason}). These numbers are a smoke "
+            "test of the workflow, not a result: do not quote them."
+        )
+    ok = tables.ok_runs(runs)
+    if not ok.empty:
+        per_backend = ok.groupby("backend").size()
+        if per_backend.max() < 2:
+            out.append(
+                "Only one finished run per backend: every interval, p-value and equivalence "
+                "test is n/a. Run more seeds."
+            )
+        elif per_backend.min() < 2:
+            few = ", ".join(per_backend[per_backend < 2].index)
+            out.append(f"Fewer than two finished runs for {few}: its statistics are n/a.")
+    failed = runs[runs["status"] != "ok"] if "status" in runs else runs.iloc[0:0]
+    for (backend, status), group in failed.groupby(["backend", "status"], sort=False):
+        seeds = ", ".join(str(s) for s in group["seed"])
+        why = na_text(group["reason"].iloc[0]) if "reason" in group else "n/a"
+        out.append(f"{backend}: {status} for seed(s) {seeds} ({why}).")
+    if "provenance.matched" in ok:
+        bad = ok[ok["provenance.matched"].astype(str).str.lower().isin(["false", "0"])]
+        for backend in dict.fromkeys(bad["backend"]):
+            out.append(
+                f"{backend}: the profiled kernels did not match the backend's signature in "
+                f"{int((bad['backend'] == backend).sum())} run(s); see Provenance."
+            )
+    out += drift_caveats(drift, alpha)
+    return out
+
+
+def drift_caveats(drift: pd.DataFrame | None, alpha: float) -> list[str]:
+    """A line per metric whose value drifted with run order (OLS slope, p < alpha)."""
+    if drift is None or drift.empty or "p" not in drift:
+        return []
+    out = []
+    for _, row in drift.iterrows():
+        whole, within = row.get("p_holm"), row.get("p_within_blocks_holm")
+        drifts = is_finite(whole) and float(whole) < alpha and row.get("family") != "accuracy"
+        if not drifts and not (is_finite(within) and float(within) < alpha):
+            continue  # accuracy differs by seed, and seed blocks run in order: not drift
+        metric = str(row["metric"])
+        unit = tables.METRIC_BY_KEY[metric].unit if metric in tables.METRIC_BY_KEY else ""
+        text = (
+            f"{row['label']} drifted with run order: "
+            f"{metric_fmt(metric, row['slope_per_run'], True)}{' ' + unit if unit else ''} per run "
+            f"(Holm-adjusted over metrics {p_is(whole)}"
+        )
+        if is_finite(row.get("drift_pct_over_study")):
+            text += f", {float(row['drift_pct_over_study']):+.1f}% over the study"
+        text += "). Pairing by seed cancels drift between seed blocks"
+        if is_finite(within) and float(within) < alpha:
+            text += (
+                f", but it persists within blocks (Holm-adjusted {p_is(within)}): the "
+                "comparisons add a "
+                "drift-adjusted difference."
+            )
+        else:
+            text += " and none is shown within blocks, so the paired differences stand."
+        out.append(text)
+    return out
+
+
+def is_demo(dataset: Mapping[str, Any]) -> bool:
+    """Whether the dataset is the embedded synthetic demo (its numbers are no result)."""
+    return dataset.get("source") == "demo" or dataset.get("name") == "demo"
