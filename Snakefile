@@ -18,6 +18,7 @@ include: "rules/environment.smk"
 include: "rules/attention.smk"
 include: "rules/train.smk"
 include: "rules/sweep.smk"
+include: "rules/inference.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"
 
@@ -34,6 +35,9 @@ localrules:
     sweep_aggregate,
     sweep_plots,
     sweep,
+    infer_aggregate,
+    infer_plots,
+    inference,
     all,
 
 
@@ -43,9 +47,17 @@ rule all:
         "results/report.html",
         # The sweep's tables and figures, only with sweep.enabled (rules/sweep.smk).
         sweep_targets(),
+        # Inference tables and figures, only with inference.enabled (rules/inference.smk).
+        inference_targets(),
 
 
 # The sweep alone: snakemake sweep --configfile docs/reference/h200/sweep/config.yaml
 rule sweep:
     input:
         sweep_targets(),
+
+
+# Inference alone: snakemake inference --configfile docs/reference/h200/inference/config.yaml
+rule inference:
+    input:
+        inference_targets(),

@@ -1,0 +1,102 @@
+# The inference benchmark's plan and helper functions (attnbench.inference); its rules
+# are in inference.smk.
+
+import sys
+
+from attnbench import backendinfo
+from attnbench import inference as infer_plan
+from attnbench import sweep as sweep_plan
+
+try:
+    INFER = infer_plan.plan(config)
+except cfg.ConfigError as _error:
+    sys.exit(f"Config error: {_error}")
+INFER_POSITION = {j.id: i for i, j in enumerate(INFER.planned_order())}
+INFER_MODELS = [sweep_plan.stem(m) for m in INFER.models]
+INFER_SETTINGS = {
+    k: config["inference"][k]
+    for k in ("dtype", "warmup", "iterations", "profile_iters")
+}
+INFER_FLASH = any(backendinfo.INFO[b].flash_build for b in INFER.backends)
+
+
+wildcard_constraints:
+    imodel=sweep_plan.wildcard_pattern(INFER_MODELS),
+    iimgsz=r"\d+",
+    ibatch=r"\d+",
+    icompile=sweep_plan.wildcard_pattern(infer_plan.COMPILE_MODES),
+    ibackend=sweep_plan.wildcard_pattern(INFER.backends),
+
+
+def inference_targets():
+    """The inference tables and figures when it is enabled (rules all and inference), else none."""
+    if not INFER.enabled:
+        return []
+    return [
+        *[f"results/tables/{t}.csv" for t in infer_plan.TABLES],
+        *[f"results/plots/{p}.png" for p in infer_plan.PLOTS],
+    ]
+
+
+def infer_job(wildcards):
+    return INFER.job(
+        wildcards.imodel,
+        int(wildcards.iimgsz),
+        int(wildcards.ibatch),
+        wildcards.icompile,
+        wildcards.ibackend,
+    )
+
+
+def infer_weights(model):
+    return infer_plan.weights_choice(model, config["inference"], TRAIN["model"])
+
+
+def infer_spec_param(wildcards):
+    """One canonical JSON value: the job, its planned place and where its weights come from."""
+    job = infer_job(wildcards)
+    return cfg.canonical(
+        INFER.spec(job, INFER_POSITION[job.id], infer_weights(job.model))
+    )
+
+
+def infer_priority(wildcards):
+    return INFER.priority(infer_job(wildcards))
+
+
+def infer_trained(wildcards):
+    """The train job whose best.pt a job loads, with weights.source: train (else none)."""
+    weights = infer_weights(INFER.model_of(wildcards.imodel))
+    return weights["train_metrics"] if weights["source"] == "train" else []
+
+
+def infer_model_param(wildcards):
+    return INFER.model_of(wildcards.imodel)
+
+
+def infer_agreement_weights(wildcards):
+    return cfg.canonical(infer_weights(INFER.model_of(wildcards.imodel)))
+
+
+def infer_backend_flash(wildcards):
+    return backendinfo.flash_attn_input(wildcards.ibackend)
+
+
+def infer_backend_env(wildcards):
+    return backendinfo.conda_env_file(wildcards.ibackend)
+
+
+def infer_flash_attn(wildcards):
+    return backendinfo.FLASH_ATTN_STATUS if INFER_FLASH else []
+
+
+def infer_conda_env(wildcards):
+    return f"../envs/{'flash-attn' if INFER_FLASH else 'torch'}.yaml"
+
+
+def infer_results():
+    return [j.path for j in INFER.jobs()]
+
+
+def infer_agreements():
+    return [infer_plan.agreement_path(m) for m in INFER.agreement_models()]
