@@ -3,7 +3,8 @@
 Every figure renders with matplotlib's Agg backend and its bundled DejaVu Sans (nothing is
 downloaded), and every figure still renders when its data is missing: CPU runs have no GPU
 memory, a single seed has no interval, a CPU host may have no kernel sweep. In those cases
-the figure says so instead of failing the workflow.
+the figure says so instead of failing the workflow. The look is `plot_style`'s, the
+numbers drawn come from `plot_data`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from attnbench import io, stats, tables
+from attnbench import stats, tables
+from attnbench.plot_data import (
+    BREAKDOWN_PARTS,
+    ci_label,
+    confidence_of,
+    error_bars,
+    step_breakdown_frame,
+)
+from attnbench.plot_style import message, palette, save, theme
 
-FONT = "DejaVu Sans"  # bundled with matplotlib
-DPI = 110
 CURVES = (
     ("metrics/mAP50-95(B)", "mAP50-95"),
     ("metrics/mAP50(B)", "mAP50"),
@@ -35,56 +42,6 @@ CURVES = (
     ("val/cls_loss", "val cls loss"),
 )
 GPU_METRICS = {"peak_alloc_mb", "peak_reserved_mb", "peak_device_used_mb"}
-
-
-def theme() -> None:
-    """One look for every figure; DejaVu Sans so no font lookup or download happens."""
-    sns.set_theme(context="notebook", style="whitegrid", font=FONT)
-    plt.rcParams.update({"font.family": FONT, "figure.dpi": DPI, "savefig.dpi": DPI})
-
-
-def palette(backends: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """A fixed colour per backend, so a backend looks the same in every figure."""
-    colours = sns.color_palette("colorblind", max(len(backends), 1))
-    return {b: colours[i % len(colours)] for i, b in enumerate(backends)}
-
-
-def save(fig: plt.Figure, path: str | os.PathLike, tight: bool = False) -> None:
-    """Write a PNG atomically (no timestamp metadata, so reruns give the same bytes).
-
-    Figures use constrained layout; `tight` (a second draw pass) only for seaborn's
-    FacetGrid, whose legend sits outside the axes.
-    """
-    with io.atomic_path(path) as tmp:
-        fig.savefig(
-            tmp,
-            format="png",
-            dpi=DPI,
-            bbox_inches="tight" if tight else None,
-            metadata={"Software": None},
-        )
-    plt.close(fig)
-
-
-def message(path: str | os.PathLike, title: str, text: str) -> None:
-    """A small figure that states why there is nothing to plot (never a missing file)."""
-    fig, ax = plt.subplots(figsize=(6, 2.2), layout="constrained")
-    ax.set_axis_off()
-    ax.set_title(title, loc="left")
-    ax.text(0.5, 0.45, text, ha="center", va="center", fontsize=12, wrap=True)
-    save(fig, path)
-
-
-def confidence_of(summary: pd.DataFrame) -> float:
-    """The confidence level the tables used (1 - analysis.alpha), so figures say the same;
-    the schema's default level when the table does not say."""
-    if "confidence" in summary and summary["confidence"].notna().any():
-        return float(summary["confidence"].dropna().iloc[0])
-    return 1 - tables.analysis_defaults()["alpha"]
-
-
-def _pct(confidence: float) -> str:
-    return f"{100 * confidence:g}%"
 
 
 def plot_curves(
@@ -136,7 +93,7 @@ def plot_curves(
         ax.set_axis_off()
     n_seeds = sorted(set(data.groupby("backend")["seed"].nunique()))
     seeds = "-".join(str(n) for n in dict.fromkeys([n_seeds[0], n_seeds[-1]]))
-    band = f"band = {_pct(confidence)} t-interval" if n_seeds[-1] > 1 else "no band: one seed"
+    band = f"band = {ci_label(confidence)} t-interval" if n_seeds[-1] > 1 else "no band: one seed"
     fig.suptitle(f"Training curves: mean over seeds ({seeds} per backend), {band}")
     save(fig, path)
 
@@ -182,7 +139,9 @@ def _per_seed_panel(
             continue
         row = rows.loc[backend]
         mean = row["mean"]
-        ax.errorbar(i + 0.3, mean, yerr=_err(row), fmt="D", color="black", capsize=5, markersize=6)
+        ax.errorbar(
+            i + 0.3, mean, yerr=error_bars(row), fmt="D", color="black", capsize=5, markersize=6
+        )
         if baseline == backend:
             ax.axhline(mean, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("")
@@ -214,7 +173,7 @@ def plot_per_seed(
     for ax in list(axes.flat)[len(metrics) :]:
         ax.set_axis_off()
     fig.suptitle(
-        f"{title}: dot = one seed, diamond = mean with {_pct(confidence_of(summary))} t-interval"
+        f"{title}: dot = one seed, diamond = mean with {ci_label(confidence_of(summary))} t-interval"
     )
     save(fig, path)
 
@@ -265,8 +224,8 @@ def plot_speed_memory(
         if table is None or (backend, x_metric) not in table.index:
             continue
         xs, ys = table.loc[(backend, x_metric)], table.loc[(backend, y_metric)]
-        xerr = _err(xs)
-        yerr = _err(ys)
+        xerr = error_bars(xs)
+        yerr = error_bars(ys)
         ax.errorbar(
             xs["mean"],
             ys["mean"],
@@ -289,17 +248,10 @@ def plot_speed_memory(
     ax.set_ylabel(y_info.heading)
     ax.set_title(
         "Speed against memory: up and left is better; diamond = mean, "
-        f"bars = {_pct(confidence_of(summary))} CI"
+        f"bars = {ci_label(confidence_of(summary))} CI"
     )
     ax.legend(title="backend", fontsize=8)
     save(fig, path)
-
-
-def _err(row: pd.Series) -> list[list[float]] | None:
-    low, high, mean = row["ci_low"], row["ci_high"], row["mean"]
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return None
-    return [[mean - low], [high - mean]]
 
 
 def plot_kernels(
@@ -365,41 +317,6 @@ def plot_kernels(
         title += f" (B x heads x head_dim = {data['shape'].iloc[0]})"
     grid.figure.suptitle(title, y=1.03)
     save(grid.figure, path, tight=True)
-
-
-BREAKDOWN_PARTS = (
-    ("attention_ms", "attention GPU time"),
-    ("other_gpu_ms", "other GPU time"),
-    ("host_ms", "host time not overlapped by the GPU"),
-)
-
-
-def step_breakdown_frame(runs: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
-    """Per arm, medians over ok seeds: attention GPU ms, other GPU ms and host ms not
-    overlapped by the GPU (step - GPU time, floored at 0) of one training step."""
-    keys = ("attention_ms_per_step", "gpu_ms_per_step", "step_ms_median")
-    columns = ["backend", "n", "step_ms", *(k for k, _ in BREAKDOWN_PARTS)]
-    ok = tables.ok_runs(runs)
-    if ok.empty or not set(keys) <= set(ok):
-        return pd.DataFrame(columns=columns)
-    rows = []
-    for backend in tables.backend_order(runs, baseline):
-        mine = ok[ok["backend"] == backend][list(keys)].apply(pd.to_numeric, errors="coerce")
-        mine = mine.dropna()
-        if mine.empty:
-            continue
-        attention, gpu, step = (float(mine[k].median()) for k in keys)
-        rows.append(
-            {
-                "backend": backend,
-                "n": len(mine),
-                "step_ms": step,
-                "attention_ms": min(attention, gpu),
-                "other_gpu_ms": max(gpu - attention, 0.0),
-                "host_ms": max(step - gpu, 0.0),
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
 
 
 def plot_step_breakdown(

@@ -1,6 +1,6 @@
 """The sweep's figures, drawn with seaborn from sweep_summary.csv and sweep_max_batch.csv.
 
-One look with the study's other figures (`attnbench.plots`: theme, colours, atomic PNGs).
+One look with the study's other figures (`attnbench.plot_style`: theme, colours, atomic PNGs).
 Every figure renders when its data is missing (a CPU run has no GPU memory, a sweep
 without `find_max_batch` has no largest batches) and then says so.
 """
@@ -21,7 +21,7 @@ import seaborn as sns
 from matplotlib.colors import ListedColormap
 
 from attnbench import sweep
-from attnbench.plots import message, palette, save, theme
+from attnbench.plot_style import message, palette, save, theme
 
 EFFECTS = (
     ("step_speedup", "step-time speed-up (x)", 1.0),

@@ -13,7 +13,7 @@ from fixtures_runs import make_study, rendered_study
 from matplotlib import font_manager
 from PIL import Image
 
-from attnbench import plots, tables
+from attnbench import plot_style, plots, tables
 
 NAMES = ("curves", "epoch_time", "memory", "speed_memory", "kernels", "step_breakdown")
 ANALYSIS = '{"analysis": {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.01}}'
@@ -55,7 +55,7 @@ def messages(monkeypatch) -> list[str]:
     return seen
 
 
-MESSAGE_SIZE = (round(6 * plots.DPI), round(2.2 * plots.DPI))  # plots.message's figure
+MESSAGE_SIZE = (round(6 * plot_style.DPI), round(2.2 * plot_style.DPI))  # message's figure
 
 
 def test_gpu_study_renders_every_figure(tmp_path_factory):
@@ -110,9 +110,9 @@ def test_empty_tables_from_csv(tmp_path, messages):
 
 def test_theme_uses_bundled_dejavu_only():
     plots.theme()
-    assert matplotlib.rcParams["font.family"] == [plots.FONT]
+    assert matplotlib.rcParams["font.family"] == [plot_style.FONT]
     found = font_manager.findfont(
-        font_manager.FontProperties(family=plots.FONT), fallback_to_default=False
+        font_manager.FontProperties(family=plot_style.FONT), fallback_to_default=False
     )
     assert Path(matplotlib.get_data_path()) in Path(found).parents
 
