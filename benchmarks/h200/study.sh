@@ -91,7 +91,7 @@ echo "targets: $TARGETS" | tee -a "$OUTDIR/$STUDY-environment.txt"
 # 5. Snakemake in the background, stopped at the deadline (its jobs are then incomplete and
 # rerun next time: rerun-incomplete in profiles/default).
 # shellcheck disable=SC2086
-python3 -m snakemake $TARGETS --cores all --resources gpu=1 gpu_slots=$SLOTS \
+python3 -m snakemake $TARGETS --snakefile "$REPO/Snakefile" --cores all --resources gpu=1 gpu_slots=$SLOTS \
   --scheduler greedy --keep-going --configfile "$CONFIG" >"$OUTDIR/$STUDY-snakemake.log" 2>&1 &
 SMK=$!
 start=$SECONDS
