@@ -26,9 +26,18 @@ rule report:
         # The sweep's section, only with sweep.enabled (empty lists otherwise).
         sweep_tables=sweep_report.section_inputs(SWEEP.enabled)["tables"],
         sweep_plots=sweep_report.section_inputs(SWEEP.enabled)["plots"],
+        # The inference section, only with inference.enabled.
+        inference_tables=inference_report.section_inputs(INFER.enabled)["tables"],
+        inference_plots=inference_report.section_inputs(INFER.enabled)["plots"],
         backends="results/env/backends.json",
         dataset=f"{DATA_DIR}/summary.json",
         template=f"{workflow.basedir}/report/report.html.j2",
+        # The sections it includes: a change to one re-renders the report.
+        section_templates=expand(
+            "{base}/report/{name}.html.j2",
+            base=workflow.basedir,
+            name=["sweep", "inference"],
+        ),
     output:
         report("results/report.html", caption="../report/report.rst", category="Report"),
     log:

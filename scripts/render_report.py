@@ -10,12 +10,18 @@ from attnbench.scriptutil import rule_logging
 
 smk = snakemake
 
+
+def extra(name: str) -> list[str]:
+    """Optional inputs of the sweep's and inference's sections (absent when off)."""
+    return list(smk.input.get(name) or [])
+
+
 with rule_logging(smk) as log:
     report.write_report(
         smk.output[0],
         smk.input.template,
-        [*smk.input.tables, *(smk.input.get("sweep_tables") or [])],
-        [*smk.input.plots, *(smk.input.get("sweep_plots") or [])],
+        [*smk.input.tables, *extra("sweep_tables"), *extra("inference_tables")],
+        [*smk.input.plots, *extra("sweep_plots"), *extra("inference_plots")],
         smk.input.backends,
         smk.input.dataset,
         title=smk.params.title,
