@@ -193,6 +193,19 @@ class RunRecorder:
             self.peak_alloc_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
             self.peak_reserved_mb = torch.cuda.max_memory_reserved(self.device) / 2**20
 
+    def peaks(self) -> dict[str, Any]:
+        """The run's memory peaks and GPU use as metrics.json keys (after `read_peaks`):
+        allocator, device (NVML) and host RSS; None where not measured."""
+        nvml = self.nvml.summary() if self.nvml else {}
+        return {
+            "peak_alloc_mb": self.peak_alloc_mb,
+            "peak_reserved_mb": self.peak_reserved_mb,
+            "peak_device_used_mb": nvml.get("peak_device_used_mb"),
+            "gpu_util_mean": nvml.get("gpu_util_mean"),
+            "gpu_util_median": nvml.get("gpu_util_median"),
+            "host_peak_rss_mb": self.rss.peak_bytes / 2**20,
+        }
+
     def timing(self) -> dict[str, Any]:
         """The steady-state step keys and the profiled window's per-step breakdown."""
         steps = self.timer.summary(self.batch)

@@ -1,4 +1,4 @@
-"""Running the sweep: short trainings (points) and largest-batch probes, on one device.
+"""Running the sweep's points, short trainings, on one device (probes: `max_batch`).
 
 A point is Ultralytics' own training loop under `RunRecorder` (fail-fast provenance,
 step timer, profiled window, peaks), stopped once it has `steps` timed iterations:
@@ -10,10 +10,6 @@ batches only), so no epoch end, validation, checkpoint or loader restart ever ru
 Points of one job share their data loaders (`LoaderCache`): the workers start once.
 Between points the model, optimizer and EMA are dropped, the allocator cache is
 emptied and the peak statistics reset (and torch.compile's caches, when compiling).
-
-A probe trains `steps` steps (forward, loss, backward, optimizer step, EMA update,
-AMP as configured) of a fresh model on a batch tiled from real training images,
-so a batch is never capped at the dataset's size; OOM is a result.
 
 `ATTNBENCH_FORCE_OOM` (tests only) makes chosen points or probes raise an
 out-of-memory error: comma-separated globs of point ids
@@ -37,7 +33,7 @@ from typing import Any
 
 import torch
 
-from attnbench import backends, host, provenance, schedule, sweep, training
+from attnbench import backends, host, provenance, schedule, sweep, training, ultralytics_run
 from attnbench.patch import use_backend
 from attnbench.recorder import RunRecorder
 from attnbench.scriptutil import UserError
@@ -45,7 +41,6 @@ from attnbench.scriptutil import UserError
 LOG = logging.getLogger(__name__)
 FORCE_OOM_ENV = "ATTNBENCH_FORCE_OOM"
 ENDLESS_BATCHES = 10**6  # the train loader's "epoch": longer than any point
-SAMPLE_IMAGES = 16  # real training images a probe's batch is tiled from
 
 
 class StopPoint(Exception):  # noqa: N818 - a signal, not an error
@@ -66,7 +61,8 @@ def forced_oom(item_id: str, batch: int, environ: Mapping[str, str] | None = Non
     return False
 
 
-def _forced_error(item_id: str) -> torch.OutOfMemoryError:
+def forced_error(item_id: str) -> torch.OutOfMemoryError:
+    """The out-of-memory error ATTNBENCH_FORCE_OOM makes a point or probe raise."""
     return torch.OutOfMemoryError(f"CUDA out of memory (forced by {FORCE_OOM_ENV} for {item_id})")
 
 
@@ -81,7 +77,8 @@ def release(device: torch.device, compiled: bool = False) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for a result's `reason` (its type when it has no text)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -131,7 +128,7 @@ class PointRecorder(RunRecorder):
         super().on_train_batch_start(trainer)
         self.iterations += 1
         if self.force_oom and self.iterations > self.timer.warmup:
-            raise _forced_error(self.point_id)
+            raise forced_error(self.point_id)
         window = self.window
         settled = window.done or window.steps == 0 or self._epoch_index > self.window_epoch
         if settled and not window.active and self.timed() >= self.steps:
@@ -183,32 +180,20 @@ class LoaderCache:
         self.loaders.clear()
 
 
-def point_args(spec: Mapping[str, Any], settings: Mapping[str, Any], train: Mapping[str, Any],
-               data_yaml: str, workdir: Path, device: torch.device) -> dict[str, Any]:  # fmt: skip
-    """Ultralytics train() arguments of a point: no warm-up epochs, validation or checkpoints."""
+def point_args(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A point's train() arguments beyond the shared ones: no warm-up epochs, validation or
+    checkpoints."""
     return {
-        "data": str(data_yaml),
         "epochs": 1,  # of ENDLESS_BATCHES iterations; the point stops long before its end
         "batch": spec["batch"],
         "imgsz": spec["imgsz"],
-        "optimizer": train["optimizer"],
-        "lr0": train["lr0"],
-        "amp": train["amp"],
-        "workers": train["workers"],
-        "cache": train["cache"],
-        "device": "cpu" if device.type == "cpu" else device.index or 0,
         "seed": spec["seed"],
         "deterministic": settings["deterministic"],
         "compile": sweep.COMPILE_ARGS[spec["compile"]],
-        "pretrained": False,
         "warmup_epochs": 0,  # steady optimizer cadence (nominal batch 64) from the first step
         "close_mosaic": 0,
         "val": False,
         "save": False,
-        "plots": False,
-        "project": str(workdir),
-        "name": "ultralytics",
-        "exist_ok": True,
         "verbose": False,
     }
 
@@ -223,9 +208,6 @@ def run_point(
     loaders: LoaderCache,
 ) -> dict[str, Any]:
     """Train one point and return its metrics.json; OOM, mismatch and unavailable are results."""
-    from ultralytics import YOLO
-    from ultralytics.engine import trainer as trainer_module
-
     backend = spec["backend"]
     kernel = schedule.kernel_of(backend)
     info = {**train, "epochs": None, "batch": spec["batch"], "imgsz": spec["imgsz"]}
@@ -253,7 +235,6 @@ def run_point(
         return {**metrics, "status": "unavailable", "reason": reason}
 
     release(device, compiled=spec["compile"] != "off")
-    trainer_module.check_amp = training._skip_amp_check  # no download of a reference model
     timing = {"warmup_iters": settings["warmup_iters"], "profile_iters": settings["profile_iters"]}
     recorder = PointRecorder(kernel, device, train["provenance_steps"], timing, settings["steps"],
                              spec["id"], spec["batch"])  # fmt: skip
@@ -261,26 +242,26 @@ def run_point(
     status, reason = "ok", None
     with use_backend(kernel, cast=train["cast"]) as active:
         try:
-            model = YOLO(spec["model"], task="detect")
-            recorder.attach(model)
-            args = point_args(spec, settings, train, data_yaml, workdir, device)
+            model, args = ultralytics_run.setup(
+                spec["model"], recorder, data_yaml, train, device, workdir,
+                **point_args(spec, settings),
+            )  # fmt: skip
             model.train(trainer=loaders.trainer_class(), **args)
             status, reason = "error", "the training loop ended before the timed steps"
         except StopPoint:
             pass
         except provenance.ProvenanceMismatchError as exc:
-            status, reason = "mismatch", _first_line(exc)
+            status, reason = "mismatch", first_line(exc)
             LOG.error("%s: provenance mismatch: %s", spec["id"], reason)
         except Exception as exc:
             if not host.is_oom(exc):
                 raise
-            status, reason = "oom", f"out of memory: {_first_line(exc)}"
+            status, reason = "oom", f"out of memory: {first_line(exc)}"
             LOG.warning("%s: %s", spec["id"], reason)
         finally:
             recorder.stop_samplers()
             model = None  # noqa: F841 - drop the trainer, its model, optimizer and EMA now
     recorder.read_peaks()
-    nvml = recorder.nvml.summary() if recorder.nvml else {}
     timing_keys = recorder.timing()
     if status != "ok":  # an interrupted loop's partial timings are not a measurement
         timing_keys = {
@@ -291,12 +272,7 @@ def run_point(
             "status": status,
             "reason": reason,
             **timing_keys,
-            "peak_alloc_mb": recorder.peak_alloc_mb,
-            "peak_reserved_mb": recorder.peak_reserved_mb,
-            "peak_device_used_mb": nvml.get("peak_device_used_mb"),
-            "gpu_util_mean": nvml.get("gpu_util_mean"),
-            "gpu_util_median": nvml.get("gpu_util_median"),
-            "host_peak_rss_mb": recorder.rss.peak_bytes / 2**20,
+            **recorder.peaks(),
             "provenance": recorder.provenance,
             "dtypes_seen": active.dtypes_seen(),
             "attention_calls": sum(active.calls.values()),
@@ -351,168 +327,3 @@ def run_points(
         loaders.close()
         release(device)
     return results
-
-
-# --------------------------------------------------------------------------- #
-# The largest batch that trains
-
-
-def training_sample(
-    data_yaml: str, imgsz: int, images: int = SAMPLE_IMAGES
-) -> tuple[dict[str, Any], int]:
-    """A collated batch of augmented training images and labels (CPU), and the class count."""
-    from ultralytics.cfg import get_cfg
-    from ultralytics.data.build import build_yolo_dataset
-    from ultralytics.data.utils import check_det_dataset
-    from ultralytics.utils import DEFAULT_CFG
-
-    data = check_det_dataset(str(data_yaml))
-    cfg = get_cfg(DEFAULT_CFG, {"imgsz": imgsz, "task": "detect", "mode": "train"})
-    dataset = build_yolo_dataset(cfg, data["train"], images, data, mode="train")
-    items = [dataset[i % len(dataset)] for i in range(min(images, len(dataset)))]
-    return dataset.collate_fn(items), int(data["nc"])
-
-
-def tile(sample: Mapping[str, Any], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch of `batch` images repeated from `sample`, each with its own labels, on `device`."""
-    n = sample["img"].shape[0]
-    source = torch.arange(batch) % n
-    index = sample["batch_idx"].long()
-    rows, owner = [], []
-    for k, j in enumerate(source.tolist()):
-        found = torch.nonzero(index == j).flatten()
-        rows.append(found)
-        owner.append(torch.full((found.numel(),), k, dtype=torch.long))
-    rows_t, owner_t = torch.cat(rows), torch.cat(owner)
-    return {
-        "img": sample["img"][source].to(device).float() / 255,
-        "cls": sample["cls"][rows_t].to(device),
-        "bboxes": sample["bboxes"][rows_t].to(device),
-        "batch_idx": owner_t.to(device, dtype=sample["batch_idx"].dtype),
-    }
-
-
-def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """The optimizer's state is part of the peak: SGD keeps one buffer, Adam-like two."""
-    if name == "SGD":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
-    if name == "RMSProp":
-        return torch.optim.RMSprop(params, lr=lr, momentum=0.9)
-    return torch.optim.AdamW(params, lr=lr)
-
-
-def probe(
-    model_yaml: str, nc: int, sample: Mapping[str, Any], batch: int, backend: str,
-    train: Mapping[str, Any], steps: int, device: torch.device, probe_id: str,
-) -> dict[str, Any]:  # fmt: skip
-    """Train `steps` steps at `batch`: status ok or oom, and the peak memory."""
-    from ultralytics.cfg import get_cfg
-    from ultralytics.nn.tasks import DetectionModel
-    from ultralytics.utils import DEFAULT_CFG
-    from ultralytics.utils.torch_utils import ModelEMA
-
-    kernel = schedule.kernel_of(backend)
-    amp = bool(train["amp"]) and device.type == "cuda"
-
-    def steps_at_batch() -> None:
-        model = DetectionModel(model_yaml, nc=nc, verbose=False).to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)  # as Ultralytics trains on CUDA
-        model.args = get_cfg(DEFAULT_CFG)  # the loss gains
-        model.train()
-        optimizer = _optimizer(train["optimizer"], model.parameters(), train["lr0"])
-        ema = ModelEMA(model)
-        scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        data = tile(sample, batch, device)
-        if forced_oom(probe_id, batch):
-            raise _forced_error(f"{probe_id}/b{batch}")
-        for _ in range(steps):
-            with torch.autocast(device.type, enabled=amp):
-                loss, _ = model(data)
-            scaler.scale(loss.sum()).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            ema.update(model)
-        host.synchronize(device)
-
-    release(device)
-    t0 = time.perf_counter()
-    status, reason = "ok", None
-    try:
-        with use_backend(kernel, cast=train["cast"]):
-            steps_at_batch()  # its tensors die with its frame, before the peak is read
-    except Exception as exc:
-        if not host.is_oom(exc):
-            raise
-        status, reason = "oom", _first_line(exc)
-    result = {"status": status, "reason": reason, "seconds": time.perf_counter() - t0}
-    if device.type == "cuda":
-        result["peak_alloc_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        result["peak_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
-    release(device)
-    LOG.info(
-        "%s batch %d: %s (%.1f s) %s", probe_id, batch, status, result["seconds"], reason or ""
-    )
-    return result
-
-
-def find_max_batch(
-    model_yaml: str, imgsz: int, backend: str, data_yaml: str, train: Mapping[str, Any],
-    limits: Mapping[str, Any], device: torch.device,
-    sample: tuple[dict[str, Any], int] | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """One search's JSON: the largest batch, the first that ran out of memory, every probe."""
-    kernel = schedule.kernel_of(backend)
-    dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
-    probe_id = f"max_batch/{sweep.stem(model_yaml)}/imgsz{imgsz}/{backend}"
-    info = {**train, "epochs": None, "batch": None, "imgsz": imgsz}
-    result = training.base_metrics(backend, 0, info, device)
-    result.update(
-        {
-            "model": model_yaml,
-            "model_name": sweep.stem(model_yaml),
-            "scale": sweep.scale_of(model_yaml),
-            "dtype": host.dtype_name(dtype),
-            "steps_per_probe": limits["steps"],
-            "tolerance": limits["tolerance"],
-            "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
-            "device_total_mb": torch.cuda.get_device_properties(device).total_memory / 2**20
-            if device.type == "cuda"
-            else None,
-        }
-    )
-    reason = backends.check(kernel, device, dtype)
-    if reason:
-        return {**result, "status": "unavailable", "reason": reason, "max_batch": None,
-                "first_oom": None, "limited_by": None, "probes": []}  # fmt: skip
-    images, nc = sample or training_sample(data_yaml, imgsz)
-    search = sweep.search_max_batch(
-        lambda b: probe(
-            model_yaml, nc, images, b, backend, train, limits["steps"], device, probe_id
-        ),
-        limits["start"],
-        limits["limit"],
-        limits["tolerance"],
-    )
-    status = "ok" if search["max_batch"] else "oom"
-    reason = (
-        None if search["max_batch"] else f"batch {search['first_oom']} already runs out of memory"
-    )
-    result.update({"status": status, "reason": reason, **search})
-    result["finished"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    LOG.info("%s: largest batch %s (first OOM %s, %d probes, limited by %s)", probe_id,
-             search["max_batch"], search["first_oom"], len(search["probes"]), search["limited_by"])  # fmt: skip
-    return result
-
-
-def sample_cache() -> Callable[[str, int], tuple[dict[str, Any], int]]:
-    """One training sample per imgsz for all searches of a job."""
-    cache: dict[tuple[str, int], tuple[dict[str, Any], int]] = {}
-
-    def get(data_yaml: str, imgsz: int) -> tuple[dict[str, Any], int]:
-        if (data_yaml, imgsz) not in cache:
-            cache[(data_yaml, imgsz)] = training_sample(data_yaml, imgsz)
-        return cache[(data_yaml, imgsz)]
-
-    return get

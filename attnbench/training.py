@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from attnbench import backends, host, schedule, trackers
+from attnbench import backends, host, schedule, trackers, ultralytics_run
 from attnbench.backends import BackendUnavailableError
 from attnbench.io import write_json
 from attnbench.patch import use_backend
@@ -128,33 +128,12 @@ def train_one(
         LOG.warning("skipping %s: %s", backend, reason)
         return {**metrics, "status": "unavailable", "reason": reason}
 
-    from ultralytics import YOLO
-    from ultralytics.engine import trainer as trainer_module
-
-    trainer_module.check_amp = _skip_amp_check
     recorder = RunRecorder(kernel, device, train["provenance_steps"], train["timing"])
-    model = YOLO(train["model"], task="detect")
-    recorder.attach(model)
-    args = {
-        "data": str(data_yaml),
-        "epochs": train["epochs"],
-        "batch": train["batch"],
-        "imgsz": train["imgsz"],
-        "optimizer": train["optimizer"],
-        "lr0": train["lr0"],
-        "amp": train["amp"],
-        "workers": train["workers"],
-        "cache": train["cache"],
-        "device": "cpu" if device.type == "cpu" else device.index or 0,
-        "seed": seed,
-        "deterministic": True,
-        "pretrained": False,
-        "project": str(workdir),
-        "name": "ultralytics",
-        "exist_ok": True,
-        "plots": False,  # plotting fetches a font from the hub
-        "verbose": True,
-    }
+    model, args = ultralytics_run.setup(
+        train["model"], recorder, data_yaml, train, device, workdir,
+        epochs=train["epochs"], batch=train["batch"], imgsz=train["imgsz"], seed=seed,
+        deterministic=True, verbose=True,
+    )  # fmt: skip
     status, reason = "ok", None
     tags = {
         "backend": backend,
@@ -187,7 +166,6 @@ def train_one(
         if recorder.loop_end and recorder.loop_start
         else None
     )
-    nvml = recorder.nvml.summary() if recorder.nvml else {}
     metrics.update(
         {
             "status": status,
@@ -207,12 +185,7 @@ def train_one(
             "images_per_s": images / sum(train_times) if train_times else None,
             "data_wait_fraction": recorder.clock.fraction(),
             **recorder.timing(),
-            "peak_alloc_mb": recorder.peak_alloc_mb,
-            "peak_reserved_mb": recorder.peak_reserved_mb,
-            "peak_device_used_mb": nvml.get("peak_device_used_mb"),
-            "gpu_util_mean": nvml.get("gpu_util_mean"),
-            "gpu_util_median": nvml.get("gpu_util_median"),
-            "host_peak_rss_mb": recorder.rss.peak_bytes / 2**20,
+            **recorder.peaks(),
             "provenance": prov,
             "amp_check": "skipped (it downloads yolo26n.pt)"
             if device.type == "cuda"
