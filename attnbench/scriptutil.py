@@ -7,6 +7,7 @@ Light scripts import this module: torch and the GPU modules are imported lazily.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import traceback
@@ -58,6 +59,11 @@ def rule_logging(snakemake: Any) -> Iterator[logging.Logger]:
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+
+
+def json_params(snakemake: Any, *names: str) -> list[Any]:
+    """The rule's params `names`, decoded: rules pass config sections as JSON text."""
+    return [json.loads(getattr(snakemake.params, name)) for name in names]
 
 
 @dataclass(frozen=True)

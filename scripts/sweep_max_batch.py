@@ -1,24 +1,21 @@
 """Rule sweep_max_batch: the largest batch each backend trains, for one (model, imgsz)."""
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job
+from attnbench.scriptutil import gpu_job, json_params
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import sweep_run
+    from attnbench import max_batch
     from attnbench.io import write_json
     from attnbench.training import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
-    searches = json.loads(smk.params.searches)
-    limits = json.loads(smk.params.limits)
-    train = json.loads(smk.params.train)
-    samples = sweep_run.sample_cache()
+    searches, limits, train = json_params(smk, "searches", "limits", "train")
+    samples = max_batch.sample_cache()
     for search in searches:
         job.log.info(
             "largest batch of %s at imgsz %d with %s",
@@ -26,7 +23,7 @@ with gpu_job(smk) as job:
             search["imgsz"],
             search["backend"],
         )
-        result = sweep_run.find_max_batch(
+        result = max_batch.find_max_batch(
             search["model"], search["imgsz"], search["backend"], smk.input.data_yaml, train, limits,
             job.device, sample=samples(smk.input.data_yaml, search["imgsz"]),
         )  # fmt: skip

@@ -1,13 +1,12 @@
 """Rule sweep_point: the points of one (model, imgsz, batch, compile) cell, in one process."""
 
-import json
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job
+from attnbench.scriptutil import gpu_job, json_params
 
 smk = snakemake
 with gpu_job(smk) as job:
@@ -16,9 +15,7 @@ with gpu_job(smk) as job:
     from attnbench.training import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
-    specs = json.loads(smk.params.points)
-    settings = json.loads(smk.params.settings)
-    train = json.loads(smk.params.train)
+    specs, settings, train = json_params(smk, "points", "settings", "train")
     expected = {str(Path(p)) for p in smk.output.metrics}
     planned = {spec["path"] for spec in specs}
     if planned != expected:

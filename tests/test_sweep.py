@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from attnbench import config as cfg
-from attnbench import sweep, sweep_plots, sweep_report, sweep_run, sweep_tables
+from attnbench import max_batch, sweep, sweep_plots, sweep_report, sweep_run, sweep_tables
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "reference" / "h200" / "sweep" / "config.yaml"
@@ -186,7 +186,7 @@ def test_tile_repeats_images_with_their_own_labels():
         "bboxes": torch.rand(4, 4),
         "batch_idx": torch.tensor([0.0, 1.0, 2.0, 2.0]),
     }
-    batch = sweep_run.tile(sample, 7, torch.device("cpu"))
+    batch = max_batch.tile(sample, 7, torch.device("cpu"))
     assert batch["img"].shape == (7, 3, 4, 4)
     assert batch["img"][:, 0, 0, 0].mul(255).round().tolist() == [0, 1, 2, 0, 1, 2, 0]
     # image k holds the labels of source image k % 3, renumbered to k
