@@ -10,7 +10,15 @@ import pandas as pd
 import pytest
 
 from attnbench import config as cfg
-from attnbench import max_batch, sweep, sweep_plots, sweep_report, sweep_run, sweep_tables
+from attnbench import (
+    max_batch,
+    sweep,
+    sweep_cost,
+    sweep_plots,
+    sweep_report,
+    sweep_run,
+    sweep_tables,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "reference" / "h200" / "sweep" / "config.yaml"
@@ -106,7 +114,7 @@ def test_schema_rejects_an_unknown_compile_mode():
 
 def test_estimate_of_the_reference_grid_counts_every_part():
     config = cfg.load_file(REFERENCE)
-    parts = sweep.estimate(sweep.plan(config), config["train"])
+    parts = sweep_cost.estimate(sweep.plan(config), config["train"])
     assert parts["points"] == 180 and parts["jobs"] == 15
     assert parts["total_s"] == pytest.approx(
         sum(v for k, v in parts.items() if k.endswith("_s") and k != "total_s")
