@@ -9,14 +9,13 @@ synchronise, capture on static tensors, replay. Anything that cannot be captured
 (a host sync inside the call, an allocation the capture refuses, OOM) becomes a reason
 string, never an exception: the direct timings of the row stand on their own. A failed
 capture can leave process-wide state behind (the default CUDA generator stuck in capture
-mode, the allocator still routing into the capture's pool): `_recover` undoes it and
+mode, the allocator still routing into the capture's pool): `graph_repair` undoes it and
 checks the GPU; the benchmark's `GraphSwitch` captures nothing more after the first
 failure, and if the repair cannot be verified no graph is captured in the process again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import statistics
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from attnbench import host
+from attnbench.graph_repair import recover, root_cause
 
 LOG = logging.getLogger("attnbench.kernelbench")
 
@@ -118,19 +118,6 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def root_cause(exc: BaseException) -> str:
-    """The first line of the error that started it: a failed capture_end hides the op that broke it."""
-    seen = exc
-    while True:
-        earlier = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-        if earlier is None:
-            break
-        seen = earlier
-    text = str(seen).strip()
-    first = text.splitlines()[0][:240] if text else ""
-    return f"{type(seen).__name__}: {first}" if first else type(seen).__name__
-
-
 def _rel_error(got: Sequence[torch.Tensor], want: Sequence[torch.Tensor]) -> float:
     num = sum(float((g.float() - w.float()).norm()) ** 2 for g, w in zip(got, want, strict=True))
     den = sum(float(w.float().norm()) ** 2 for w in want)
@@ -207,22 +194,19 @@ def time_graphs(
 
 
 def graph_ms(
-    call: Callable[[], Sequence[torch.Tensor]],
-    device: torch.device,
-    repeats: int,
-    flush: torch.Tensor | None = None,
-    log: logging.Logger = LOG,
+    call: Callable[[], Sequence[torch.Tensor]], device: torch.device, repeats: int, **options: Any
 ) -> tuple[float | None, str | None]:
     """Median ms of replaying `call` captured in a CUDA graph, or (None, why not).
 
     `call` works on static tensors and returns the tensors it computes. The replay is
     checked against a direct call (its outputs are poisoned with NaN first, so an
     unwritten output fails). Before each timed replay `flush` is zeroed, outside the
-    events, so the replay reads its inputs from memory as training does, not from L2.
-    A failed capture is repaired as far as PyTorch allows (`_recover`); if that cannot
-    be verified, no later capture in this process is attempted.
+    events, so the replay reads its inputs from memory as training does, not from L2
+    (`options`: `flush` and `log`, as `replay_ms` takes them). A failed capture is
+    repaired as far as PyTorch allows (`graph_repair.recover`); if that cannot be
+    verified, no later capture in this process is attempted.
     """
-    return GraphSwitch().time(lambda c: replay_ms(c, device, repeats, flush, log), call)
+    return GraphSwitch().time(lambda c: replay_ms(c, device, repeats, **options), call)
 
 
 def replay_ms(
@@ -249,7 +233,7 @@ def replay_ms(
             reference = [t.detach().clone() for t in call()]
             torch.cuda.synchronize(device)
             # An explicit pool: after a failed capture its id is known, so the allocator's
-            # routing of allocations into it can be ended (`_recover`).
+            # routing of allocations into it can be ended (`graph_repair.recover`).
             pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
@@ -305,74 +289,12 @@ def _broken(
     """Log a failed capture or replay, repair what it left behind, and say so."""
     global _PROCESS_BROKEN
     log.warning("CUDA graph: %s", why)
-    problem = _recover(device, graph, pool)
+    problem = recover(device, graph, pool)
     if problem:
         _PROCESS_BROKEN = _PROCESS_BROKEN or f"{cause} ({problem})"
         log.error("CUDA graphs off for the rest of this process: %s", problem)
         why = f"{why}; then {problem}"
     return GraphBroke(why, cause)
-
-
-def _end_allocation(index: int, pool: Any) -> None:
-    """End the allocator's routing into `pool` and release it (torch 2.5+ spells it two ways).
-    Raises where nothing is routed there (a newer torch already ended it)."""
-    if hasattr(torch._C, "_cuda_endAllocateToPool"):
-        end = torch._C._cuda_endAllocateToPool
-    else:
-        end = torch._C._cuda_endAllocateCurrentStreamToPool
-    end(index, pool)
-    torch._C._cuda_releasePool(index, pool)  # the graph never ended capture: it will not
-
-
-def _rng_problem(index: int) -> str | None:
-    """Why the device's default generator cannot draw numbers, or None (its state is kept)."""
-    gen = torch.cuda.default_generators[index]
-    try:
-        saved = gen.get_state()
-        torch.empty(4, device=torch.device("cuda", index)).normal_()
-        gen.set_state(saved)
-    except Exception as exc:
-        return root_cause(exc)
-    return None
-
-
-def _recover(device: torch.device, graph: Any = None, pool: Any = None) -> str | None:
-    """Undo what a failed capture leaves behind; None once the GPU is verified usable, else
-    what is still wrong.
-
-    In torch 2.5-2.11 CUDAGraph::capture_end raises at cudaStreamEndCapture, before it
-    ends the allocator's routing into the capture's pool and before the capture epilogue
-    of the generator states registered in capture_begin (the default CUDA generator
-    always is): that generator stays in capture mode and every later random draw raises
-    "Offset increment outside graph capture encountered unexpectedly". So: end the
-    routing and release the pool, reset the graph, give the default generator a fresh
-    clone of its state (same seed and offset, not capturing), then check that a random
-    draw, a synchronize and emptying the cache work and no stream is still capturing.
-    """
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if pool is not None:
-        with contextlib.suppress(Exception):  # a newer torch ended it already
-            _end_allocation(index, pool)
-    if graph is not None:
-        with contextlib.suppress(Exception):
-            graph.reset()
-    if _rng_problem(index):
-        gen = torch.cuda.default_generators[index]
-        try:
-            gen.graphsafe_set_state(gen.clone_state())
-        except Exception as exc:
-            return f"the default CUDA generator could not be reset: {root_cause(exc)}"
-        problem = _rng_problem(index)
-        if problem:
-            return f"the default CUDA generator is still unusable: {problem}"
-    try:
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        if torch.cuda.is_current_stream_capturing():
-            return "the current stream is still capturing"
-    except Exception as exc:
-        return f"the GPU then failed too: {root_cause(exc)}"
-    return None
 
 
 def graph_times(
