@@ -9,7 +9,7 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,10 +85,7 @@ def read_json(path: str | os.PathLike, *, keys: Sequence[str] = (), fix: str | N
             raise damaged(
                 path, f"is damaged: expected a JSON object, got {type(data).__name__}", fix
             )
-        missing = [k for k in keys if k not in data]
-        if missing:
-            names = ", ".join(repr(k) for k in missing)
-            raise damaged(path, f"is damaged: key {names} is missing", fix)
+        _require(path, "key", keys, data, fix)
     return data
 
 
@@ -134,12 +131,22 @@ def read_csv(
     except (pd.errors.ParserError, ValueError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise damaged(path, f"is damaged: not valid CSV ({detail})", fix) from None
-    stripped = {str(c).strip() for c in frame.columns}
-    missing = [c for c in columns if c not in stripped]
-    if missing:
-        names = ", ".join(repr(c) for c in missing)
-        raise damaged(path, f"is damaged: column {names} is missing", fix)
+    _require(path, "column", columns, {str(c).strip() for c in frame.columns}, fix)
     return frame
+
+
+def _require(
+    path: str | os.PathLike,
+    what: str,
+    names: Iterable[str],
+    present: Container[str],
+    fix: str | None,
+) -> None:
+    """Raise UserError naming every one of `names` (a `what`: key, column) not in `present`."""
+    missing = [n for n in names if n not in present]
+    if missing:
+        listed = ", ".join(repr(n) for n in missing)
+        raise damaged(path, f"is damaged: {what} {listed} is missing", fix)
 
 
 def write_csv(

@@ -165,14 +165,20 @@ def _fake_wheel(folder: Path, local: str) -> Path:
     return wheel
 
 
-def test_cached_wheel_is_reused_without_building(tmp_path, monkeypatch):
+def _sm90_host_with_cached_wheel(tmp_path: Path, monkeypatch) -> tuple[Path, str]:
+    """A host with an sm_90 GPU and an nvcc that matches torch's CUDA, and a wheel cached
+    under tmp_path/wheels for exactly that build: the wheel and its local version."""
     monkeypatch.setattr(host, "gpu_capabilities", lambda: [(9, 0)])
     monkeypatch.setattr("attnbench.host.find_nvcc", lambda environ=None: "/x/nvcc")
     monkeypatch.setattr("attnbench.host.nvcc_version", lambda nvcc=None: torch.version.cuda + ".1")
     monkeypatch.setattr(torch.version, "cuda", torch.version.cuda or "13.0")
     monkeypatch.setattr(host, "find_cuda_home", lambda nvcc, environ=None: tmp_path / "cuda")
     local = flashbuild.local_version("90", True, torch.__version__, torch.version.cuda)
-    wheel = _fake_wheel(tmp_path / "wheels", local)
+    return _fake_wheel(tmp_path / "wheels", local), local
+
+
+def test_cached_wheel_is_reused_without_building(tmp_path, monkeypatch):
+    wheel, local = _sm90_host_with_cached_wheel(tmp_path, monkeypatch)
     (tmp_path / "wheels" / (wheel.name + ".json")).write_text(json.dumps({"build_seconds": 301.5}))
     installed = []
     monkeypatch.setattr(wheelbuild, "build_wheel", lambda *a, **k: pytest.fail("rebuilt"))
@@ -282,13 +288,7 @@ def test_heartbeat_waits_for_its_interval():
 
 
 def test_damaged_wheel_record_is_one_line_that_says_delete_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(host, "gpu_capabilities", lambda: [(9, 0)])
-    monkeypatch.setattr("attnbench.host.find_nvcc", lambda environ=None: "/x/nvcc")
-    monkeypatch.setattr("attnbench.host.nvcc_version", lambda nvcc=None: torch.version.cuda + ".1")
-    monkeypatch.setattr(torch.version, "cuda", torch.version.cuda or "13.0")
-    monkeypatch.setattr(host, "find_cuda_home", lambda nvcc, environ=None: tmp_path / "cuda")
-    local = flashbuild.local_version("90", True, torch.__version__, torch.version.cuda)
-    wheel = _fake_wheel(tmp_path / "wheels", local)
+    wheel, _ = _sm90_host_with_cached_wheel(tmp_path, monkeypatch)
     record = tmp_path / "wheels" / (wheel.name + ".json")
     record.write_text('{"build_seconds": 30')  # cut short by a full disk
     monkeypatch.setattr(wheelbuild, "build_wheel", lambda *a, **k: pytest.fail("rebuilt"))

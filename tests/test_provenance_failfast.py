@@ -15,20 +15,17 @@ from pathlib import Path
 
 import pytest
 from fixtures_runs import FakeSnakemake, NamedList, run_script
+from training_helpers import demo_data_yaml
 
 from attnbench import backends, recorder
 from attnbench import config as cfg
-from attnbench.datasets import demo, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data_yaml(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    demo.generate(root / "source", train_images=8, val_images=4, image_size=96, seed=0)
-    validate.summarize(root / "source", root / "data", name="demo", source="demo")
-    return root / "data" / "data.yaml"
+    return demo_data_yaml(tmp_path_factory.mktemp("demo"), train_images=8)
 
 
 def _job(tmp_path: Path, data_yaml: Path, backend: str) -> FakeSnakemake:

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_helpers import cpu_train_settings, demo_data_yaml
 
 from attnbench import backends, provenance, steptime, training
-from attnbench import config as cfg
-from attnbench.datasets import demo, validate
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -58,7 +57,7 @@ def test_timer_keeps_optimizer_iterations_apart_and_skips_a_window(monkeypatch):
     clock = iter(float(t) for t in range(100))  # one second per mark
     monkeypatch.setattr(steptime.time, "perf_counter", lambda: next(clock))
     timer = steptime.StepTimer(CPU, warmup=0, skip=(1, 2, 3))
-    for epoch in range(2):
+    for _epoch in range(2):
         timer.epoch_start()
         for i in range(6):
             timer.mark()
@@ -118,16 +117,12 @@ def test_device_time_leaves_out_user_annotations():
 
 @pytest.fixture(scope="module")
 def data_yaml(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    demo.generate(root / "source", train_images=16, val_images=4, image_size=96, seed=0)
-    validate.summarize(root / "source", root / "data", name="demo", source="demo")
-    return root / "data" / "data.yaml"
+    return demo_data_yaml(tmp_path_factory.mktemp("demo"), train_images=16)
 
 
 @pytest.fixture(scope="module")
 def train_settings() -> dict:
-    settings = cfg.load_file(REPO / "config.yaml")["train"]
-    settings.update(epochs=2, batch=2, imgsz=64, workers=0, device="cpu")
+    settings = cpu_train_settings(epochs=2, batch=2, imgsz=64)
     settings["timing"] = {"warmup_iters": 1, "profile_iters": 2}
     return settings
 

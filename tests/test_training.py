@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import cpu_train_settings, demo_data_yaml
 
-from attnbench import config as cfg
 from attnbench import training
-from attnbench.datasets import demo, validate
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -39,18 +38,13 @@ LOSS_COLUMNS = [c for c in RESULTS_COLUMNS if c.startswith(("train/", "val/"))]
 @pytest.fixture(scope="module")
 def data_yaml(tmp_path_factory) -> Path:
     """A tiny demo dataset, validated into the data.yaml the train rule reads."""
-    root = tmp_path_factory.mktemp("demo")
-    demo.generate(root / "source", train_images=8, val_images=4, image_size=96, seed=0)
-    validate.summarize(root / "source", root / "data", name="demo", source="demo")
-    return root / "data" / "data.yaml"
+    return demo_data_yaml(tmp_path_factory.mktemp("demo"), train_images=8)
 
 
 @pytest.fixture(scope="module")
 def train_settings() -> dict:
     """The project's default training settings, validated, at a size a CPU trains in seconds."""
-    settings = cfg.load_file(REPO / "config.yaml")["train"]
-    settings.update(epochs=1, batch=4, imgsz=64, workers=0, device="cpu")
-    return settings
+    return cpu_train_settings(epochs=1, batch=4, imgsz=64)
 
 
 def _train(backend: str, seed: int, data_yaml: Path, train: dict, root: Path) -> tuple[dict, Path]:
