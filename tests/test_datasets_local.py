@@ -38,7 +38,10 @@ def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-def _assert_clean_failure(exc: pytest.ExceptionInfo[UserError], out: Path, *parts: str) -> None:
+def _assert_import_fails(source: Path, out: Path, *parts: str) -> None:
+    """Importing `source` into `out` fails with one line naming `parts`, leaving nothing."""
+    with pytest.raises(UserError) as exc:
+        local.import_dataset(source, out)
     message = str(exc.value)
     assert "\n" not in message
     for part in parts:
@@ -105,19 +108,15 @@ def test_read_only_source_gives_writable_folders(small_dataset: Path, tmp_path: 
 
 
 def test_missing_path(tmp_path: Path) -> None:
-    out = tmp_path / "source"
-    with pytest.raises(UserError) as exc:
-        local.import_dataset(tmp_path / "nowhere", out)
-    _assert_clean_failure(exc, out, str(tmp_path / "nowhere"), "does not exist")
+    _assert_import_fails(
+        tmp_path / "nowhere", tmp_path / "source", str(tmp_path / "nowhere"), "does not exist"
+    )
 
 
 def test_file_that_is_not_a_zip(tmp_path: Path) -> None:
     bogus = tmp_path / "dataset.zip"
     bogus.write_text("not a zip at all")
-    out = tmp_path / "source"
-    with pytest.raises(UserError) as exc:
-        local.import_dataset(bogus, out)
-    _assert_clean_failure(exc, out, str(bogus), "not a zip archive")
+    _assert_import_fails(bogus, tmp_path / "source", str(bogus), "not a zip archive")
 
 
 def test_damaged_zip(small_dataset: Path, tmp_path: Path) -> None:
@@ -125,20 +124,14 @@ def test_damaged_zip(small_dataset: Path, tmp_path: Path) -> None:
     data = bytearray(archive.read_bytes())
     data[40:400] = b"\x00" * 360  # corrupt the first member, keep the central directory
     archive.write_bytes(bytes(data))
-    out = tmp_path / "source"
-    with pytest.raises(UserError) as exc:
-        local.import_dataset(archive, out)
-    _assert_clean_failure(exc, out, str(archive), "damaged zip")
+    _assert_import_fails(archive, tmp_path / "source", str(archive), "damaged zip")
 
 
 def test_no_data_yaml(small_dataset: Path, tmp_path: Path) -> None:
     src = tmp_path / "ds"
     shutil.copytree(small_dataset, src)
     (src / "data.yaml").unlink()
-    out = tmp_path / "source"
-    with pytest.raises(UserError) as exc:
-        local.import_dataset(src, out)
-    _assert_clean_failure(exc, out, str(src), "no data.yaml")
+    _assert_import_fails(src, tmp_path / "source", str(src), "no data.yaml")
 
 
 def test_zip_without_data_yaml(small_dataset: Path, tmp_path: Path) -> None:
@@ -146,10 +139,7 @@ def test_zip_without_data_yaml(small_dataset: Path, tmp_path: Path) -> None:
     shutil.copytree(small_dataset, src)
     (src / "data.yaml").unlink()
     archive = _zip(src, tmp_path / "dataset.zip")
-    out = tmp_path / "source"
-    with pytest.raises(UserError) as exc:
-        local.import_dataset(archive, out)
-    _assert_clean_failure(exc, out, str(archive), "no data.yaml")
+    _assert_import_fails(archive, tmp_path / "source", str(archive), "no data.yaml")
 
 
 @pytest.mark.parametrize(
@@ -159,30 +149,21 @@ def test_missing_split(small_dataset: Path, tmp_path: Path, split: str, expected
     src = tmp_path / "ds"
     shutil.copytree(small_dataset, src)
     shutil.rmtree(src / split)
-    out = tmp_path / "source"
-    with pytest.raises(UserError) as exc:
-        local.import_dataset(src, out)
-    _assert_clean_failure(exc, out, str(src), expected)
+    _assert_import_fails(src, tmp_path / "source", str(src), expected)
 
 
 def test_both_val_and_valid_is_ambiguous(small_dataset: Path, tmp_path: Path) -> None:
     src = tmp_path / "ds"
     shutil.copytree(small_dataset, src)
     shutil.copytree(src / "valid", src / "val")
-    out = tmp_path / "source"
-    with pytest.raises(UserError) as exc:
-        local.import_dataset(src, out)
-    _assert_clean_failure(exc, out, "valid and val", "keep one")
+    _assert_import_fails(src, tmp_path / "source", "valid and val", "keep one")
 
 
 def test_data_yaml_without_names(small_dataset: Path, tmp_path: Path) -> None:
     src = tmp_path / "ds"
     shutil.copytree(small_dataset, src)
     (src / "data.yaml").write_text("train: train/images\nval: valid/images\n")
-    out = tmp_path / "source"
-    with pytest.raises(UserError) as exc:
-        local.import_dataset(src, out)
-    _assert_clean_failure(exc, out, "no class names")
+    _assert_import_fails(src, tmp_path / "source", "no class names")
 
 
 @needs_crop_or_weed
