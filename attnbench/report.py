@@ -2,9 +2,9 @@
 
 Every number in it is read from the `aggregate` tables, backends.json and the dataset
 summary: `narrative` words the answer and `caveats` what limits it, `stat_views` and
-`sections` build the views, `formatting` turns cells into text, and report/report.html.j2 lays it all out (its `table` macro draws every
-table). Figures are embedded as data URIs and the page has no external CSS, JS or fonts,
-so it opens offline.
+`sections` build the views, `formatting` turns cells into text, and report/report.html.j2
+lays it all out (its `table` macro draws every table). Figures are embedded as data URIs
+and the page has no external CSS, JS or fonts, so it opens offline.
 """
 
 from __future__ import annotations
