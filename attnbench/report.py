@@ -20,7 +20,16 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from attnbench import caveats, io, narrative, sections, stat_views, sweep_report, tables
+from attnbench import (
+    caveats,
+    inference_report,
+    io,
+    narrative,
+    sections,
+    stat_views,
+    sweep_report,
+    tables,
+)
 from attnbench.formatting import (
     blank,
     confidence_text,
@@ -87,6 +96,7 @@ def build_context(
     sweep_baseline = (config.get("sweep") or {}).get("baseline", baseline)
     return {
         "sweep": sweep_report.context(table_paths, plots, sweep_baseline, data_uri),
+        "inference": inference_report.context(table_paths, plots, data_uri),
         "title": title,
         "baseline": baseline,
         "alpha": alpha,
