@@ -12,7 +12,7 @@ import pytest
 from fixtures_runs import RESULTS_COLUMNS, make_study
 from scipy import stats as sps
 
-from attnbench import config, schedule, stats, tables
+from attnbench import analysis_config, config, schedule, stats, tables
 
 
 def _runs(values: dict[str, dict[str, list[float]]], status: dict | None = None) -> pd.DataFrame:
@@ -368,13 +368,13 @@ def test_defaults_are_read_from_the_schema_not_copied(monkeypatch):
     schema = config.load_schema()
     schema["properties"]["analysis"]["properties"]["alpha"]["default"] = 0.1
     monkeypatch.setattr(config, "load_schema", lambda: schema)
-    tables._schema_analysis.cache_clear()
+    analysis_config._schema_analysis.cache_clear()
     try:
         assert tables.analysis_settings({})["alpha"] == 0.1
         runs = _runs({"eager": {"epoch_loop_s": [1.0, 2.0]}})
         assert tables.summarize(runs, "eager")["confidence"].eq(0.9).all()
     finally:
-        tables._schema_analysis.cache_clear()
+        analysis_config._schema_analysis.cache_clear()
 
 
 def test_planned_order_recorded_by_the_job_wins():
