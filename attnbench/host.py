@@ -131,6 +131,22 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for a result's `reason` (its type when it has no text)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def oom_reason(exc: BaseException) -> str:
+    """The `reason` of a result that ran out of memory; any other error is raised again.
+
+    Used in an `except` block: out of memory is a result (status `oom`), never a crash.
+    """
+    if not is_oom(exc):
+        raise exc
+    return f"out of memory: {first_line(exc)}"
+
+
 # --------------------------------------------------------------------------- #
 # The host
 

@@ -49,11 +49,6 @@ from attnbench.sweep_run import FORCE_OOM_ENV, forced_oom
 LOG = logging.getLogger(__name__)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def run_dtype(requested: str, device: torch.device) -> tuple[torch.dtype, str | None]:
     """The dtype a job runs in, and a note when it is not the one asked for."""
     if device.type == "cpu" and requested != "fp32":
@@ -301,9 +296,7 @@ def bench(spec: Mapping[str, Any], settings: Mapping[str, Any], device: torch.de
                 status = "mismatch"
                 reason = "; ".join(measured["provenance"]["mismatch"])[:300]
         except Exception as exc:
-            if not host.is_oom(exc):
-                raise
-            status, reason = "oom", f"out of memory: {_first_line(exc)}"
+            status, reason = "oom", host.oom_reason(exc)
             LOG.warning("%s: %s", spec["id"], reason)
         finally:
             if nvml is not None:
@@ -500,9 +493,7 @@ def agreement(model_yaml: str, weights: Mapping[str, Any], backend_names: Sequen
                            attention_calls=sum(active.calls.values()),
                            dtypes_seen=active.dtypes_seen())  # fmt: skip
         except Exception as exc:
-            if not host.is_oom(exc):
-                raise
-            row.update(status="oom", reason=f"out of memory: {_first_line(exc)}")
+            row.update(status="oom", reason=host.oom_reason(exc))
         finally:
             release(device)
         row["seconds"] = time.perf_counter() - t0

@@ -19,7 +19,7 @@ import torch
 
 from attnbench import backends, host, schedule, sweep, training
 from attnbench.patch import use_backend
-from attnbench.sweep_run import first_line, forced_error, forced_oom, release
+from attnbench.sweep_run import forced_error, forced_oom, release
 
 LOG = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def probe(
     except Exception as exc:
         if not host.is_oom(exc):
             raise
-        status, reason = "oom", first_line(exc)
+        status, reason = "oom", host.first_line(exc)
     result = {"status": status, "reason": reason, "seconds": time.perf_counter() - t0}
     if device.type == "cuda":
         result["peak_alloc_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -77,12 +77,6 @@ def release(device: torch.device, compiled: bool = False) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def first_line(exc: BaseException) -> str:
-    """An error's first line, for a result's `reason` (its type when it has no text)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 # --------------------------------------------------------------------------- #
 # Points
 
@@ -251,12 +245,10 @@ def run_point(
         except StopPoint:
             pass
         except provenance.ProvenanceMismatchError as exc:
-            status, reason = "mismatch", first_line(exc)
+            status, reason = "mismatch", host.first_line(exc)
             LOG.error("%s: provenance mismatch: %s", spec["id"], reason)
         except Exception as exc:
-            if not host.is_oom(exc):
-                raise
-            status, reason = "oom", f"out of memory: {first_line(exc)}"
+            status, reason = "oom", host.oom_reason(exc)
             LOG.warning("%s: %s", spec["id"], reason)
         finally:
             recorder.stop_samplers()

@@ -185,6 +185,16 @@ def test_forced_oom_matches_ids_and_batches():
     assert not sweep_run.forced_oom("anything", 100, {})
 
 
+def test_out_of_memory_is_a_reason_and_other_errors_are_raised_again():
+    from attnbench import host
+
+    error = sweep_run.forced_error("yolo12s/imgsz64/b2/off/eager/rep1")
+    assert host.oom_reason(error) == f"out of memory: {host.first_line(error)}"
+    assert host.first_line(RuntimeError()) == "RuntimeError"
+    with pytest.raises(ValueError, match="bad shape"):
+        host.oom_reason(ValueError("bad shape\nmore"))
+
+
 def test_tile_repeats_images_with_their_own_labels():
     import torch
 
