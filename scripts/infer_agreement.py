@@ -11,13 +11,13 @@ from attnbench.scriptutil import gpu_job
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import inference_run
+    from attnbench import inference_agreement
     from attnbench.io import write_json
     from attnbench.training import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     scratch = Path(smk.params.scratch).resolve()
-    result = inference_run.agreement(
+    result = inference_agreement.agreement(
         smk.params.model,
         json.loads(smk.params.weights),
         json.loads(smk.params.backends),

@@ -96,7 +96,7 @@ def yaml_config(path: Path) -> dict:
 
 
 def test_box_matching_is_one_to_one_by_class_and_iou():
-    from attnbench.inference_run import match_boxes
+    from attnbench.inference_agreement import match_boxes
 
     ref = [{"xyxy": np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), "cls": np.array([0, 1])}]
     same = [{"xyxy": np.array([[20, 20, 30, 30], [0, 0, 10, 10]]), "cls": np.array([1, 0])}]
