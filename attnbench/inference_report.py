@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from attnbench import inference, io
 from attnbench.formatting import blank, na_text, num, yes_no
+from attnbench.section_report import by_stem, figures, inputs, optional_table, status_counts
 
 PLOTS = (
     ("inference_latency", "Latency against image size",
@@ -37,10 +37,6 @@ AGREEMENT_COLUMNS = [
     "model_name", "backend", "status", "passed", "map50_95", "map50_95_diff", "map50_diff",
     "boxes_ref", "boxes", "matched_share", "pair_iou_median", "dtype", "note",
 ]  # fmt: skip
-
-
-def _by_stem(paths: Iterable[str | os.PathLike]) -> dict[str, Path]:
-    return {Path(p).stem: Path(p) for p in paths}
 
 
 def published(jobs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -102,28 +98,18 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
     """What inference.html.j2 shows; None without an inference run (no inference.csv)."""
     from attnbench.formatting import text_table
 
-    found = _by_stem(tables)
+    found = by_stem(tables)
     if "inference" not in found:
         return None
     jobs = io.read_csv(found["inference"])
     if jobs.empty:
         return None
-    max_imgsz = (
-        io.read_csv(found["inference_max_imgsz"])
-        if "inference_max_imgsz" in found
-        else pd.DataFrame()
-    )
-    agreement = (
-        io.read_csv(found["inference_agreement"])
-        if "inference_agreement" in found
-        else pd.DataFrame()
-    )
-    plot_paths = _by_stem(plots)
-    status = jobs["status"].value_counts().to_dict()
+    max_imgsz = optional_table(found, "inference_max_imgsz")
+    agreement = optional_table(found, "inference_agreement")
     failed = lambda r: "" if r.get("status") == "ok" else "failed"  # noqa: E731
     return {
         "n_jobs": len(jobs),
-        "status": ", ".join(f"{n} {s}" for s, n in sorted(status.items())),
+        "status": status_counts(jobs),
         "models": list(dict.fromkeys(jobs["model_name"])),
         "device": next(iter(jobs["device_name"].dropna()), "unknown"),
         "dtypes": ", ".join(sorted(set(jobs["dtype"].dropna().astype(str)))),
@@ -146,19 +132,10 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
             formats={"status": na_text, "passed": yes_no, "note": blank, "dtype": na_text},
             row_class=lambda r: "failed" if str(r.get("passed")).lower() == "false" else "",
         ),
-        "plots": [
-            {"key": key, "title": title, "caption": caption, "src": data_uri(plot_paths[key])}
-            for key, title, caption in PLOTS
-            if key in plot_paths
-        ],
+        "plots": figures(PLOTS, plots, data_uri),
     }  # fmt: skip
 
 
 def section_inputs(enabled: bool) -> dict[str, list[str]]:
     """The report rule's extra inputs when inference runs (tables and plots), else none."""
-    if not enabled:
-        return {"tables": [], "plots": []}
-    return {
-        "tables": [f"results/tables/{t}.csv" for t in inference.TABLES],
-        "plots": [f"results/plots/{key}.png" for key, _, _ in PLOTS],
-    }
+    return inputs(enabled, inference.TABLES, PLOTS)

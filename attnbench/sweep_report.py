@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from attnbench import io
 from attnbench.formatting import blank, na_text, num, yes_no
+from attnbench.section_report import by_stem, figures, inputs, optional_table, status_counts
 
 PLOTS = (
     ("sweep_speedup", "Speed-up and memory saving by model scale",
@@ -36,10 +36,6 @@ MAX_BATCH_COLUMNS = [
     "model_name", "imgsz", "backend", "status", "max_batch", "first_oom", "limited_by", "probes",
     "max_batch_ratio", "peak_alloc_mb_at_max",
 ]  # fmt: skip
-
-
-def _by_stem(paths: Iterable[str | os.PathLike]) -> dict[str, Path]:
-    return {Path(p).stem: Path(p) for p in paths}
 
 
 def _fastest(points: pd.DataFrame, summary: pd.DataFrame, baseline: str) -> list[str]:
@@ -65,22 +61,18 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
     """What sweep.html.j2 shows; None without a sweep (no sweep.csv among `tables`)."""
     from attnbench.formatting import text_table
 
-    found = _by_stem(tables)
+    found = by_stem(tables)
     if "sweep" not in found:
         return None
     points = io.read_csv(found["sweep"])
     if points.empty:
         return None
-    summary = io.read_csv(found["sweep_summary"]) if "sweep_summary" in found else pd.DataFrame()
-    max_batch = (
-        io.read_csv(found["sweep_max_batch"]) if "sweep_max_batch" in found else pd.DataFrame()
-    )
-    plot_paths = _by_stem(plots)
-    status = points["status"].value_counts().to_dict()
+    summary = optional_table(found, "sweep_summary")
+    max_batch = optional_table(found, "sweep_max_batch")
     return {
         "baseline": baseline,
         "n_points": len(points),
-        "status": ", ".join(f"{n} {s}" for s, n in sorted(status.items())),
+        "status": status_counts(points),
         "models": list(dict.fromkeys(points["model_name"])),
         "device": next(iter(points["device_name"].dropna()), "unknown"),
         "findings": _fastest(points, summary, baseline),
@@ -116,21 +108,10 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
             default=num,
             row_class=lambda r: "" if r.get("status") == "ok" else "failed",
         ),  # fmt: skip
-        "plots": [
-            {"key": key, "title": title, "caption": caption, "src": data_uri(plot_paths[key])}
-            for key, title, caption in PLOTS
-            if key in plot_paths
-        ],
+        "plots": figures(PLOTS, plots, data_uri),
     }
 
 
 def section_inputs(enabled: bool) -> dict[str, list[str]]:
     """The report rule's extra inputs when the sweep runs (tables and plots), else none."""
-    if not enabled:
-        return {"tables": [], "plots": []}
-    return {
-        "tables": [
-            f"results/tables/{t}.csv" for t in ("sweep", "sweep_summary", "sweep_max_batch")
-        ],
-        "plots": [f"results/plots/{key}.png" for key, _, _ in PLOTS],
-    }
+    return inputs(enabled, ("sweep", "sweep_summary", "sweep_max_batch"), PLOTS)
