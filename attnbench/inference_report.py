@@ -14,29 +14,14 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench import inference, io
+from attnbench import inference, io, section_report
 from attnbench.formatting import blank, na_text, num, yes_no
-from attnbench.section_report import by_stem, figures, inputs, optional_table, status_counts
 
-PLOTS = (
-    ("inference_latency", "Latency against image size",
-     "Median latency of one eval forward (no pre-processing or NMS), a line per backend; x: out of memory."),
-    ("inference_memory", "Peak memory against image size",
-     "Peak GPU memory allocated by torch (weights included), a line per backend; x: out of memory."),
-)  # fmt: skip
-JOB_COLUMNS = [
-    "model_name", "imgsz", "batch", "compile", "backend", "status", "dtype", "latency_ms_median",
-    "latency_ms_p90", "images_per_s", "speedup", "compile_speedup", "attention_share_of_gpu",
-    "peak_alloc_mb", "memory_saving_pct", "dispatched", "reason",
-]  # fmt: skip
-MAX_IMGSZ_COLUMNS = [
-    "model_name", "batch", "compile", "backend", "largest_imgsz", "first_oom_imgsz", "limited_by",
-    "statuses", "peak_alloc_mb_at_largest",
-]  # fmt: skip
-AGREEMENT_COLUMNS = [
-    "model_name", "backend", "status", "passed", "map50_95", "map50_95_diff", "map50_diff",
-    "boxes_ref", "boxes", "matched_share", "pair_iou_median", "dtype", "note",
-]  # fmt: skip
+PLOTS = section_report.section_figures("inference")
+COLUMNS = section_report.section_columns("inference")
+JOB_COLUMNS = COLUMNS["jobs"]
+MAX_IMGSZ_COLUMNS = COLUMNS["max_imgsz"]
+AGREEMENT_COLUMNS = COLUMNS["agreement"]
 
 
 def published(jobs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -98,18 +83,18 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
     """What inference.html.j2 shows; None without an inference run (no inference.csv)."""
     from attnbench.formatting import text_table
 
-    found = by_stem(tables)
+    found = section_report.by_stem(tables)
     if "inference" not in found:
         return None
     jobs = io.read_csv(found["inference"])
     if jobs.empty:
         return None
-    max_imgsz = optional_table(found, "inference_max_imgsz")
-    agreement = optional_table(found, "inference_agreement")
+    max_imgsz = section_report.optional_table(found, "inference_max_imgsz")
+    agreement = section_report.optional_table(found, "inference_agreement")
     failed = lambda r: "" if r.get("status") == "ok" else "failed"  # noqa: E731
     return {
         "n_jobs": len(jobs),
-        "status": status_counts(jobs),
+        "status": section_report.status_counts(jobs),
         "models": list(dict.fromkeys(jobs["model_name"])),
         "device": next(iter(jobs["device_name"].dropna()), "unknown"),
         "dtypes": ", ".join(sorted(set(jobs["dtype"].dropna().astype(str)))),
@@ -132,10 +117,10 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
             formats={"status": na_text, "passed": yes_no, "note": blank, "dtype": na_text},
             row_class=lambda r: "failed" if str(r.get("passed")).lower() == "false" else "",
         ),
-        "plots": figures(PLOTS, plots, data_uri),
+        "plots": section_report.figures(PLOTS, plots, data_uri),
     }  # fmt: skip
 
 
 def section_inputs(enabled: bool) -> dict[str, list[str]]:
     """The report rule's extra inputs when inference runs (tables and plots), else none."""
-    return inputs(enabled, inference.TABLES, PLOTS)
+    return section_report.inputs(enabled, inference.TABLES, PLOTS)

@@ -1,22 +1,43 @@
 """What the sweep's and the inference benchmark's report sections share: finding their
 tables and figures among the report's inputs, and the inputs they add to the report rule.
 
-A section's figures are `(key, title, caption)` rows; a figure is `results/plots/<key>.png`
-and its table `results/tables/<name>.csv`.
+What each section shows (its figures as `(key, title, caption)` rows, the columns of its
+tables) is data: `data/report_sections.yaml`. A figure is `results/plots/<key>.png` and a
+table `results/tables/<name>.csv`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from attnbench import io
 
+SECTIONS_FILE = "data/report_sections.yaml"
 Plot = tuple[str, str, str]  # key, title, caption
+
+
+@cache
+def _sections() -> dict[str, Any]:
+    text = resources.files("attnbench").joinpath(SECTIONS_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def section_figures(section: str) -> tuple[Plot, ...]:
+    """A section's figures, in the order the report shows them."""
+    return tuple((f["key"], f["title"], f["caption"]) for f in _sections()[section]["figures"])
+
+
+def section_columns(section: str) -> dict[str, list[str]]:
+    """The columns the report prints of each of a section's tables, by table."""
+    return {name: list(cols) for name, cols in _sections()[section]["columns"].items()}
 
 
 def by_stem(paths: Iterable[str | os.PathLike]) -> dict[str, Path]:
