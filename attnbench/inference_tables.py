@@ -8,12 +8,12 @@ ran out of memory keeps its row (status oom) and has no latency.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import pandas as pd
 
 from attnbench import io, sweep
+from attnbench.sweep_tables import results_frame
 
 CELL = ["model_name", "scale", "imgsz", "batch", "compile"]
 JOB_COLUMNS = [
@@ -38,14 +38,6 @@ AGREEMENT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _row(doc: Mapping[str, Any]) -> dict[str, Any]:
-    prov = doc.get("provenance") or {}
-    row = {c: doc.get(c) for c in JOB_COLUMNS}
-    row["provenance_matched"] = prov.get("matched")
-    row["dispatched"] = prov.get("dispatched")
-    return row
-
-
 def _order(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     keyed = frame.assign(_s=frame["model_name"].map(sweep.scale_rank))
     return keyed.sort_values(["_s", *by], kind="stable").drop(columns="_s").reset_index(drop=True)
@@ -57,8 +49,7 @@ def _numbers(values: pd.Series) -> pd.Series:
 
 def jobs_frame(paths: Iterable[str | os.PathLike], baseline: str) -> pd.DataFrame:
     """inference.csv: every job's JSON, one row each, with its effects against the baseline."""
-    rows = [_row(io.read_json(p, keys=("status", "backend", "model_name"))) for p in paths]
-    frame = pd.DataFrame(rows, columns=JOB_COLUMNS)
+    frame = results_frame(paths, JOB_COLUMNS)
     if frame.empty:
         return frame
     ok = frame["status"] == "ok"

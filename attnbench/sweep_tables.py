@@ -52,18 +52,24 @@ MAX_BATCH_COLUMNS = [
 ]  # fmt: skip
 
 
-def _row(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    prov = metrics.get("provenance") or {}
-    row = {c: metrics.get(c) for c in POINT_COLUMNS}
+def _row(result: Mapping[str, Any], columns: Iterable[str]) -> dict[str, Any]:
+    prov = result.get("provenance") or {}
+    row = {c: result.get(c) for c in columns}
     row["provenance_matched"] = prov.get("matched")
     row["dispatched"] = prov.get("dispatched")
     return row
 
 
+def results_frame(paths: Iterable[str | os.PathLike], columns: list[str]) -> pd.DataFrame:
+    """One row per result JSON (a sweep point, an inference job) in `columns`, with whether
+    its provenance matched and what it dispatched to."""
+    rows = [_row(io.read_json(p, keys=("status", "backend", "model_name")), columns) for p in paths]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def points_frame(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """sweep.csv: every point's metrics.json, one row each, in the order the points ran."""
-    rows = [_row(io.read_json(p, keys=("status", "backend", "model_name"))) for p in paths]
-    frame = pd.DataFrame(rows, columns=POINT_COLUMNS)
+    frame = results_frame(paths, POINT_COLUMNS)
     if frame.empty:
         return frame
     return frame.sort_values(["started", "point_id"], kind="stable").reset_index(drop=True)
