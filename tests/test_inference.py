@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_helpers import REPO, job_stats, output_of, prepare_workdir, snakemake
+from workflow_helpers import REPO, job_stats, output_of, plan_and_run, snakemake
 
 from attnbench import config as cfg
 from attnbench import inference, inference_plots, inference_report, inference_tables
@@ -209,17 +209,7 @@ def test_figures_and_report_section(known, tmp_path):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, str, str]:
-    workdir = prepare_workdir(tmp_path_factory.mktemp("inference"))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ATTNBENCH_FORCE_OOM", FORCED)
-    try:
-        plan = output_of(snakemake(workdir, "inference", "-n", "--cores", "2", configfile=TINY))
-        result = output_of(
-            snakemake(workdir, "inference", "--cores", "2", configfile=TINY, timeout_s=600)
-        )
-    finally:
-        mp.undo()
-    return workdir, plan, result
+    return plan_and_run(tmp_path_factory.mktemp("inference"), "inference", TINY, FORCED)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_helpers import REPO, job_stats, output_of, planned_jobs, prepare_workdir, snakemake
+from workflow_helpers import REPO, job_stats, output_of, plan_and_run, planned_jobs, snakemake
 
 from attnbench import sweep
 
@@ -25,17 +25,7 @@ CELLS = [f"yolo12{s}/imgsz64/b2/off" for s in "ns"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, str, str]:
     """The tiny sweep, planned then run: (working directory, dry-run output, run output)."""
-    workdir = prepare_workdir(tmp_path_factory.mktemp("sweep"))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ATTNBENCH_FORCE_OOM", f"{FORCED},batch>6")
-    try:
-        plan = output_of(snakemake(workdir, "sweep", "-n", "--cores", "2", configfile=TINY))
-        result = output_of(
-            snakemake(workdir, "sweep", "--cores", "2", configfile=TINY, timeout_s=600)
-        )
-    finally:
-        mp.undo()
-    return workdir, plan, result
+    return plan_and_run(tmp_path_factory.mktemp("sweep"), "sweep", TINY, f"{FORCED},batch>6")
 
 
 def test_the_plan_has_one_job_per_cell_and_search(run):

@@ -69,6 +69,27 @@ def snakemake(
     return result
 
 
+def plan_and_run(
+    workdir: Path, target: str, configfile: Path, force_oom: str
+) -> tuple[Path, str, str]:
+    """`target` planned (dry run), then run on 2 cores with ATTNBENCH_FORCE_OOM=`force_oom`:
+    (working directory, dry-run output, run output)."""
+    workdir = prepare_workdir(workdir)
+    env = os.environ.get("ATTNBENCH_FORCE_OOM")
+    os.environ["ATTNBENCH_FORCE_OOM"] = force_oom
+    try:
+        plan = output_of(snakemake(workdir, target, "-n", "--cores", "2", configfile=configfile))
+        result = output_of(
+            snakemake(workdir, target, "--cores", "2", configfile=configfile, timeout_s=600)
+        )
+    finally:
+        if env is None:
+            os.environ.pop("ATTNBENCH_FORCE_OOM", None)
+        else:
+            os.environ["ATTNBENCH_FORCE_OOM"] = env
+    return workdir, plan, result
+
+
 def output_of(result: subprocess.CompletedProcess) -> str:
     """Snakemake logs to stderr; stdout is kept too, in case that changes."""
     return result.stdout + result.stderr
