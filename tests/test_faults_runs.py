@@ -191,10 +191,8 @@ def flash_attn_missing(ref: ReferenceRun, tmp_path_factory: pytest.TempPathFacto
 
 def _train_job(ref: ReferenceRun, backend: str, seed: int, root: Path, **train) -> FakeSnakemake:
     """The train rule's script inputs for one run under `root`, as rules/train.smk wires them."""
-    settings = cfg.effective_train(
-        cfg.validate(read_yaml(ref.work / "faults.yaml")),
-        cfg.DatasetChoice("local", ref.data_dir.name, "test"),
-    )
+    config = cfg.validate(read_yaml(ref.work / "faults.yaml"))
+    settings = cfg.effective_train(config, cfg.DatasetChoice("local", ref.data_dir.name, "test"))
     settings.update(train)
     run = root / "results" / "train" / backend / f"seed{seed}"
     return FakeSnakemake(
@@ -209,6 +207,7 @@ def _train_job(ref: ReferenceRun, backend: str, seed: int, root: Path, **train) 
         wildcards=NamedList(backend=backend, seed=str(seed)),
         resources=NamedList(gpu=0),
         scriptdir=str(REPO / "scripts"),
+        config=config,  # the script reads the run order's design from it
     )
 
 
