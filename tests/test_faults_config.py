@@ -256,13 +256,16 @@ def test_config_override_through_the_cli(override_outcomes, case: str) -> None:
 
 
 def test_list_overrides_reach_the_plan(override_outcomes) -> None:
-    """seeds=[0,1,2,3,4] plans five seeds per backend; backends=[eager,sdpa] plans two."""
+    """seeds=[0,1,2,3,4] plans five seeds per arm; backends=[eager,sdpa] plans those two
+    and the baseline's A/A replica (analysis.replica, on by default)."""
     _, out = override_outcomes["list of seeds"]
     trains = [w for rule, w in planned_jobs(out) if rule == "train"]
     assert sorted({w["seed"] for w in trains}) == ["0", "1", "2", "3", "4"]
     _, out = override_outcomes["list of backends"]
     trains = [w for rule, w in planned_jobs(out) if rule == "train"]
-    assert sorted((w["backend"], w["seed"]) for w in trains) == [("eager", "7"), ("sdpa", "7")]
+    assert sorted((w["backend"], w["seed"]) for w in trains) == [
+        ("eager", "7"), ("eager_replica", "7"), ("sdpa", "7"),
+    ]  # fmt: skip
 
 
 def test_dotted_config_key_is_rejected_by_snakemake(override_outcomes) -> None:
