@@ -247,3 +247,10 @@ def estimate(plan_: Plan) -> dict[str, float]:
     parts["total_s"] = sum(parts.values())
     parts["jobs"] = float(jobs)
     return parts
+
+
+def report_inputs(enabled: bool) -> dict[str, list[str]]:
+    """The report rule's extra inputs when inference runs (its tables and figures), else none."""
+    from attnbench import section_files
+
+    return section_files.inputs(enabled, TABLES, section_files.section_figures("inference"))

@@ -123,4 +123,4 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
 
 def section_inputs(enabled: bool) -> dict[str, list[str]]:
     """The report rule's extra inputs when inference runs (tables and plots), else none."""
-    return section_report.inputs(enabled, inference.TABLES, PLOTS)
+    return inference.report_inputs(enabled)

@@ -10,34 +10,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from attnbench import io
+from attnbench.section_files import Plot, inputs, section_columns, section_figures
 
-SECTIONS_FILE = "data/report_sections.yaml"
-Plot = tuple[str, str, str]  # key, title, caption
-
-
-@cache
-def _sections() -> dict[str, Any]:
-    text = resources.files("attnbench").joinpath(SECTIONS_FILE).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
-
-
-def section_figures(section: str) -> tuple[Plot, ...]:
-    """A section's figures, in the order the report shows them."""
-    return tuple((f["key"], f["title"], f["caption"]) for f in _sections()[section]["figures"])
-
-
-def section_columns(section: str) -> dict[str, list[str]]:
-    """The columns the report prints of each of a section's tables, by table."""
-    return {name: list(cols) for name, cols in _sections()[section]["columns"].items()}
+__all__ = [
+    "Plot",
+    "by_stem",
+    "figures",
+    "inputs",
+    "optional_table",
+    "section_columns",
+    "section_figures",
+    "status_counts",
+]
 
 
 def by_stem(paths: Iterable[str | os.PathLike]) -> dict[str, Path]:
@@ -66,13 +56,3 @@ def figures(
         for key, title, caption in plots
         if key in found
     ]
-
-
-def inputs(enabled: bool, tables: Iterable[str], plots: Sequence[Plot]) -> dict[str, list[str]]:
-    """The report rule's extra inputs for a section (its tables and figures), none when off."""
-    if not enabled:
-        return {"tables": [], "plots": []}
-    return {
-        "tables": [f"results/tables/{t}.csv" for t in tables],
-        "plots": [f"results/plots/{key}.png" for key, _, _ in plots],
-    }

@@ -341,3 +341,13 @@ def _search_result(lo, hi, probes, limited_by, start, limit) -> dict[str, Any]:
         "limit": limit,
         "probes": probes,
     }
+
+
+REPORT_TABLES = ("sweep", "sweep_summary", "sweep_max_batch")
+
+
+def report_inputs(enabled: bool) -> dict[str, list[str]]:
+    """The report rule's extra inputs when the sweep runs (its tables and figures), else none."""
+    from attnbench import section_files
+
+    return section_files.inputs(enabled, REPORT_TABLES, section_files.section_figures("sweep"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench import io, section_report
+from attnbench import io, section_report, sweep
 from attnbench.formatting import blank, na_text, num, yes_no
 
 PLOTS = section_report.section_figures("sweep")
@@ -85,4 +85,4 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
 
 def section_inputs(enabled: bool) -> dict[str, list[str]]:
     """The report rule's extra inputs when the sweep runs (tables and plots), else none."""
-    return section_report.inputs(enabled, ("sweep", "sweep_summary", "sweep_max_batch"), PLOTS)
+    return sweep.report_inputs(enabled)

@@ -5,7 +5,6 @@ import sys
 
 from attnbench import backendinfo
 from attnbench import inference as infer_plan
-from attnbench import inference_report
 from attnbench import sweep as sweep_plan
 
 try:

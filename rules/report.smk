@@ -24,11 +24,11 @@ rule report:
             "step_breakdown.png",
         ),
         # The sweep's section, only with sweep.enabled (empty lists otherwise).
-        sweep_tables=sweep_report.section_inputs(SWEEP.enabled)["tables"],
-        sweep_plots=sweep_report.section_inputs(SWEEP.enabled)["plots"],
+        sweep_tables=sweep_plan.report_inputs(SWEEP.enabled)["tables"],
+        sweep_plots=sweep_plan.report_inputs(SWEEP.enabled)["plots"],
         # The inference section, only with inference.enabled.
-        inference_tables=inference_report.section_inputs(INFER.enabled)["tables"],
-        inference_plots=inference_report.section_inputs(INFER.enabled)["plots"],
+        inference_tables=infer_plan.report_inputs(INFER.enabled)["tables"],
+        inference_plots=infer_plan.report_inputs(INFER.enabled)["plots"],
         backends="results/env/backends.json",
         dataset=f"{DATA_DIR}/summary.json",
         template=f"{workflow.basedir}/report/report.html.j2",

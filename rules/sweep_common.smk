@@ -4,7 +4,7 @@ import sys
 
 from attnbench import backendinfo
 from attnbench import sweep as sweep_plan
-from attnbench import sweep_report
+from attnbench import section_files
 
 try:
     SWEEP = sweep_plan.plan(config)
@@ -27,7 +27,9 @@ SWEEP_TABLES = [
         "sweep_parity",
     )
 ]
-SWEEP_PLOTS = [f"results/plots/{key}.png" for key, _, _ in sweep_report.PLOTS]
+SWEEP_PLOTS = [
+    f"results/plots/{key}.png" for key, _, _ in section_files.section_figures("sweep")
+]
 # The sweep's jobs mix backends: flash_attn's env (a superset of torch's) when one needs it.
 SWEEP_FLASH = any(backendinfo.INFO[b].flash_build for b in SWEEP.backends)
 SWEEP_SETTINGS = {
