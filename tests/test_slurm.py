@@ -207,8 +207,9 @@ LIGHT_RULES = {
     "report",
 }
 COPY_IGNORE = shutil.ignore_patterns(
-    ".git", "results", ".snakemake", "__pycache__", "*.egg-info", ".*_cache", ".whl", ".data", ".gl"
-)
+    ".git", "results", ".snakemake", "__pycache__", "*.egg-info", ".*_cache",
+    ".whl", ".whl2", ".gpu", ".data", ".gl",
+)  # fmt: skip
 
 
 @pytest.mark.timeout(1800)
