@@ -90,12 +90,21 @@ class StepTimer:
         if self._marks:
             self._marks[-1][3] = True
 
+    def _closed(self, marks: list[list[Any]]) -> range:
+        """Indices of the intervals `marks` closes after the warm-up (the last one is open)."""
+        return range(max(self.warmup, 0), len(marks) - 1)
+
+    def pending(self) -> int:
+        """Timed steps (no optimizer step) the running epoch has closed so far: what
+        epoch_end would add to `step_ms` now."""
+        return sum(1 for i in self._closed(self._marks) if not any(self._marks[i][2:4]))
+
     def epoch_end(self) -> None:
         """Turn the epoch's marks into intervals (one synchronisation, outside the loop)."""
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
         marks, self._marks = self._marks, []
-        for i in range(max(self.warmup, 0), len(marks) - 1):
+        for i in self._closed(marks):
             (start, host_start, excluded, stepped), (end, host_end, *_) = marks[i], marks[i + 1]
             if excluded:
                 continue

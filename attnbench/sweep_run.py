@@ -104,19 +104,8 @@ class PointRecorder(RunRecorder):
         self.started_loop = time.perf_counter()
 
     def timed(self) -> int:
-        """Timed intervals so far, those of the running epoch included.
-
-        Uses `StepTimer.pending()` where it exists (the count epoch_end would add);
-        otherwise counts the running epoch's closed intervals as epoch_end does: not
-        excluded, and not an optimizer step where the timer keeps those apart.
-        """
-        pending = getattr(self.timer, "pending", None)
-        if callable(pending):
-            return len(self.timer.step_ms) + pending()
-        marks = self.timer._marks  # [event, host time, excluded, optimizer stepped] per start
-        closed = (marks[i] for i in range(max(self.timer.warmup, 0), len(marks) - 1))
-        count = sum(1 for m in closed if not m[2] and not (len(m) > 3 and m[3]))
-        return len(self.timer.step_ms) + count
+        """Timed steps so far, those the running epoch has closed included."""
+        return len(self.timer.step_ms) + self.timer.pending()
 
     def on_train_batch_start(self, trainer) -> None:
         super().on_train_batch_start(trainer)

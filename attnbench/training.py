@@ -23,6 +23,7 @@ from attnbench.backends import BackendUnavailableError
 from attnbench.io import write_json
 from attnbench.patch import use_backend
 from attnbench.recorder import RunRecorder
+from attnbench.ultralytics_run import offline_ultralytics
 
 LOG = logging.getLogger(__name__)
 
@@ -32,26 +33,6 @@ RESULT_COLUMNS = {
     "mAP50": "metrics/mAP50(B)",
     "mAP50_95": "metrics/mAP50-95(B)",
 }
-
-
-def offline_ultralytics(config_dir: Path) -> None:
-    """Make Ultralytics' network use explicit: no DNS probes, settings kept local."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
-
-
-def _skip_amp_check(model) -> bool:
-    """Stand-in for Ultralytics' check_amp, which downloads a model to compare outputs.
-
-    Keeps its device rule (AMP only on CUDA) and skips the download, loudly.
-    """
-    on_cuda = next(model.parameters()).device.type == "cuda"
-    if on_cuda:
-        LOG.info(
-            "AMP self-check skipped: it downloads yolo26n.pt, which offline hosts cannot; "
-            "AMP stays as configured (train.amp)"
-        )
-    return on_cuda
 
 
 def _results_metrics(results_csv: Path) -> dict[str, float]:

@@ -1,16 +1,40 @@
-"""The set-up every Ultralytics training here shares, a study run (`training`) and a sweep
-point (`sweep_run`): the model with its recorder attached, the offline AMP check, and the
-train() arguments both pass.
+"""The set-up every Ultralytics run here shares, a study run (`training`) and a sweep
+point (`sweep_run`): offline settings, the model with its recorder attached, the offline
+AMP check, and the train() arguments both pass.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from attnbench.recorder import RunRecorder
+
+LOG = logging.getLogger(__name__)
+
+
+def offline_ultralytics(config_dir: Path) -> None:
+    """Make Ultralytics' network use explicit: no DNS probes, settings kept local."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+
+
+def skip_amp_check(model) -> bool:
+    """Stand-in for Ultralytics' check_amp, which downloads a model to compare outputs.
+
+    Keeps its device rule (AMP only on CUDA) and skips the download, loudly.
+    """
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if on_cuda:
+        LOG.info(
+            "AMP self-check skipped: it downloads yolo26n.pt, which offline hosts cannot; "
+            "AMP stays as configured (train.amp)"
+        )
+    return on_cuda
 
 
 def setup(
@@ -27,9 +51,7 @@ def setup(
     from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_module
 
-    from attnbench.training import _skip_amp_check  # there, where the benchmarks take it
-
-    trainer_module.check_amp = _skip_amp_check  # no download of a reference model
+    trainer_module.check_amp = skip_amp_check  # no download of a reference model
     model = YOLO(weights, task="detect")
     recorder.attach(model)
     shared = {

@@ -110,12 +110,12 @@ def run_bare(args: dict, device_spec: str, out: Path) -> dict:
     from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_module
 
-    from attnbench import host, training
+    from attnbench import host, ultralytics_run
 
     device = host.select_device(device_spec)
     # Setup only, before the loop, as in train_one: offline settings, no AMP-check download.
-    training.offline_ultralytics(out.parent / ".ultralytics")
-    trainer_module.check_amp = training._skip_amp_check
+    ultralytics_run.offline_ultralytics(out.parent / ".ultralytics")
+    trainer_module.check_amp = ultralytics_run.skip_amp_check
 
     def sync() -> None:
         if device.type == "cuda":

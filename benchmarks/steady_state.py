@@ -83,14 +83,14 @@ def run_bare(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_module
 
-    from attnbench import host, training
+    from attnbench import host, ultralytics_run
     from attnbench.steptime import StepTimer
 
     train = _train_settings(spec)
     device = host.select_device(train["device"])
     args = workflow_args(Path(spec["data"]), train, "eager", device)
-    training.offline_ultralytics(out.parent / ".ultralytics")
-    trainer_module.check_amp = training._skip_amp_check  # the same offline stand-in
+    ultralytics_run.offline_ultralytics(out.parent / ".ultralytics")
+    trainer_module.check_amp = ultralytics_run.skip_amp_check  # the same offline stand-in
     # The same iterations as the train job's: its profiler window (and the one after it)
     # in the second epoch are left out here too.
     warmup, window = int(train["timing"]["warmup_iters"]), int(train["timing"]["profile_iters"])

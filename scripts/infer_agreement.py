@@ -13,7 +13,7 @@ smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import inference_agreement
     from attnbench.io import write_json
-    from attnbench.training import offline_ultralytics
+    from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     scratch = Path(smk.params.scratch).resolve()

@@ -13,7 +13,7 @@ with gpu_job(smk) as job:
     from attnbench import inference_run
     from attnbench.envinfo import environment
     from attnbench.io import write_json
-    from attnbench.training import offline_ultralytics
+    from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     spec = json.loads(smk.params.spec)

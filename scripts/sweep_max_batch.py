@@ -11,7 +11,7 @@ smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import max_batch
     from attnbench.io import write_json
-    from attnbench.training import offline_ultralytics
+    from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     searches, limits, train = json_params(smk, "searches", "limits", "train")

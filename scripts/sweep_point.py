@@ -12,7 +12,7 @@ smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import sweep_run
     from attnbench.io import write_json
-    from attnbench.training import offline_ultralytics
+    from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     specs, settings, train = json_params(smk, "points", "settings", "train")

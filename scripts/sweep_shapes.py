@@ -12,7 +12,7 @@ smk = snakemake
 with rule_logging(smk) as log:
     from attnbench.io import write_json
     from attnbench.shapes import attention_shapes
-    from attnbench.training import offline_ultralytics
+    from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     shape = json.loads(smk.params.shape)

@@ -8,7 +8,6 @@ run folder (run-a, run-b), never typed by hand.
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,9 @@ sys.path.insert(0, str(REPO))
 
 from attnbench import stats  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from steady_state import cv_pct  # noqa: E402
+
 MODEL_PHASES = ("train", "val")
 
 
@@ -28,8 +30,7 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 
 def _cv(values: pd.Series) -> float | None:
-    values = values.dropna()
-    return statistics.stdev(values) / statistics.fmean(values) * 100 if len(values) > 1 else None
+    return cv_pct(values.dropna().tolist())
 
 
 def breakdown(runs: pd.DataFrame) -> str:
