@@ -84,6 +84,9 @@ class Plan:
     backends: tuple[str, ...]
     baseline: str
     order_seed: int
+    # Where compile modes other than off run: {"models": [...], "imgsizes": [...],
+    # "batches": [...]}; an empty list admits every value of its axis.
+    compile_where: Mapping[str, tuple] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def jobs(self) -> list[Job]:
@@ -95,8 +98,17 @@ class Plan:
             for i in self.imgsizes
             for b in self.batches
             for c in self.compiles
+            if c == "off" or self.compiles_at(m, i, b)
             for k in self.backends
         ]
+
+    def compiles_at(self, model: str, imgsz: int, batch: int) -> bool:
+        """Whether the compiled modes run at this (model, imgsz, batch) point."""
+        w = self.compile_where
+        return all(
+            not w.get(axis) or value in w[axis]
+            for axis, value in (("models", model), ("imgsizes", imgsz), ("batches", batch))
+        )
 
     def job(self, model_name: str, imgsz: int, batch: int, compile_: str, backend: str) -> Job:
         return Job(self.model_of(model_name), imgsz, batch, compile_, backend)
@@ -168,10 +180,19 @@ def plan(config: Mapping[str, Any]) -> Plan:
         backends=tuple(s["backends"]),
         baseline=s["baseline"],
         order_seed=s["order_seed"],
+        compile_where={k: tuple(v) for k, v in s["compile_where"].items()},
         settings=s,
     )
     if not result.enabled:
         return result
+    for axis, allowed in (("models", result.models), ("imgsizes", result.imgsizes),
+                          ("batches", result.batches)):  # fmt: skip
+        stray = [v for v in result.compile_where[axis] if v not in allowed]
+        if stray:
+            raise ConfigError(
+                f"config value inference.compile_where.{axis} = {stray} is not in "
+                f"inference.{axis} ({list(allowed)}): list only values of that axis"
+            )
     stems = [stem(m) for m in result.models]
     if len(set(stems)) != len(stems):
         raise ConfigError(

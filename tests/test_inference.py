@@ -55,10 +55,22 @@ def test_one_job_per_cell_with_paths_and_a_seeded_order():
     assert all(plan.priority(j) > inference.PRIORITY_BASE - inference.BLOCK for j in jobs)
 
 
+def test_compile_where_keeps_compiled_jobs_to_the_named_points():
+    plan = inference.plan(_config(
+        models=["yolo12n.yaml", "yolo12l.yaml"], compile=[False, "reduce-overhead"],
+        compile_where={"models": ["yolo12n.yaml"], "imgsizes": [640], "batches": [1]},
+    ))  # fmt: skip
+    compiled = [j for j in plan.jobs() if j.compile != "off"]
+    assert {(j.model, j.imgsz, j.batch) for j in compiled} == {("yolo12n.yaml", 640, 1)}
+    assert len(compiled) == len(plan.backends)
+    assert len(plan.jobs()) == 2 * 3 * 2 * len(plan.backends) + len(compiled)
+
+
 @pytest.mark.parametrize(
     ("keys", "message"),
     [
         ({"baseline": "sdpa_cudnn"}, "inference.baseline = 'sdpa_cudnn' is not in"),
+        ({"compile_where": {"imgsizes": [4096]}}, r"compile_where.imgsizes = \[4096\] is not in"),
         ({"models": ["yolo12n.yaml", "yolo12n.yml"]}, "names one model twice"),
         ({"weights": {"source": "train", "arm": "flex"}}, "inference.weights.arm = 'flex'"),
     ],
