@@ -182,6 +182,7 @@ def agreement(model_yaml: str, weights: Mapping[str, Any], backend_names: Sequen
         "dtype": host.dtype_name(dtype),
         "dtype_note": dtype_note,
         "device": str(device),
+        "device_name": host.device_name(device),
         "images": len(images),
         "data_yaml": str(data_yaml),
         **weights_info,

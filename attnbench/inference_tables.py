@@ -34,7 +34,7 @@ AGREEMENT_COLUMNS = [
     "model_name", "backend", "baseline", "status", "reason", "passed", "map50_95", "map50_95_diff",
     "map50", "map50_diff", "boxes_ref", "boxes", "matched", "matched_share", "pair_iou_median",
     "pair_iou_min", "images", "imgsz", "conf", "match_iou", "map_tolerance", "min_matched_share",
-    "dtype", "dtype_note", "weights", "device", "note",
+    "dtype", "dtype_note", "weights", "device", "device_name", "note",
 ]  # fmt: skip
 
 

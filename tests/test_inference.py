@@ -268,6 +268,8 @@ def test_end_to_end_tables_figures_and_agreement(run):
     assert agreement.loc["sdpa", "passed"] and agreement.loc["sdpa", "boxes_ref"] > 0
     assert agreement.loc["sdpa", "matched_share"] >= 0.95
     assert agreement.loc["sdpa", "map50_95_diff"] == pytest.approx(0, abs=0.005)
+    # Every CSV names the device it ran on (the GPU's name there, the CPU's model here).
+    assert agreement["device_name"].notna().all() and jobs["device_name"].notna().all()
     for plot in inference.PLOTS:
         assert (workdir / "results" / "plots" / f"{plot}.png").read_bytes()[:8] == PNG
 
