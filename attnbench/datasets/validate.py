@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from attnbench import io
+from attnbench import intermediates, io
 from attnbench.datasets import (
     SPLIT_DIRS,
     check_layout,
@@ -272,7 +272,8 @@ def summarize(
         "problems": [p.as_dict() for p in problems],
         "dropped": len(bad_images),
     }
-    io.write_json(out_dir / "summary.json", summary)  # last: its presence means complete
+    # Last: its presence means complete.
+    io.write_json(out_dir / "summary.json", summary, schema=intermediates.DATASET_SUMMARY)
     for split, info in summary["splits"].items():
         LOG.info(
             "%s: %d images, %d boxes %s, %d background",
