@@ -74,6 +74,13 @@ def dataset_spec():
     return cfg.canonical(spec)
 
 
+def validation_flags():
+    """validate_dataset's opt-in settings, passed only when set: a new param at its
+    default would rerun every validated dataset and every run trained on it."""
+    data = config["dataset"]
+    return {k: True for k in ("allow_background_only",) if data[k]}
+
+
 def flash_attn_env(wildcards):
     """The flash-attn build status, for backends whose jobs use the built wheel."""
     return backendinfo.flash_attn_input(schedule.kernel_of(wildcards.backend))
