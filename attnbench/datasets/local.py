@@ -122,6 +122,7 @@ def import_dataset(path: str | os.PathLike, out_dir: str | os.PathLike, link: bo
     with staging_dir(out_dir) as staging:
         if src.is_dir():
             root = _dataset_root(src)
+            where: str | Path = root / "data.yaml"  # the user's file, named in errors
             check_layout(root, f"dataset.local = {src}")
             linker = _copy_tree(root, staging, link)
             LOG.info(
@@ -131,10 +132,11 @@ def import_dataset(path: str | os.PathLike, out_dir: str | os.PathLike, link: bo
             unpacked = staging / ".unpacked"
             _unzip(src, unpacked)
             root = _dataset_root(unpacked)
-            where = f"dataset.local = {src}" + (f" ({root.name}/)" if root != unpacked else "")
-            check_layout(root, where)
+            inside = f"{root.name}/" if root != unpacked else ""
+            check_layout(root, f"dataset.local = {src}" + (f" ({inside})" if inside else ""))
+            where = f"{inside}data.yaml in {src}"
             move_tree(root, staging)
             shutil.rmtree(unpacked)
             LOG.info("imported %s (unzipped)", src)
-        write_source_yaml(staging, out_dir, read_data_yaml(staging / "data.yaml"))
+        write_source_yaml(staging, out_dir, read_data_yaml(staging / "data.yaml"), where)
     return out_dir

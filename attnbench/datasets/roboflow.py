@@ -363,7 +363,8 @@ def download(
             _verify(target, what)
             move_tree(target, staging)
             target.rmdir()
-            write_source_yaml(staging, out_dir, read_data_yaml(staging / "data.yaml"))
+            data = read_data_yaml(staging / "data.yaml")
+            write_source_yaml(staging, out_dir, data, f"data.yaml of the Roboflow export {what}")
     except UserError as exc:
         raise UserError(redact(str(exc), key)) from None
     LOG.info("downloaded %s in %.1f s into %s", what, time.monotonic() - started, out_dir)
