@@ -40,7 +40,7 @@ RF = {"workspace": "acme", "project": "weeds", "version": 3, "format": "yolov11"
 # case -> (FakeRoboflow knobs, config overrides of dataset.roboflow, key or None,
 #          phrases the one-line error must hold)
 ROBOFLOW = {
-    "no key": ({}, {}, None, ["ROBOFLOW_API_KEY is not set", "dataset.source: demo or local"]),
+    # "no key" stops when the DAG is planned, before this rule: tests/test_faults_config.py
     "bad key": ({}, {}, "wrongkey9", ["rejected the API key", "Settings -> API Keys"]),
     "missing project": ({}, {"project": "nope"}, KEY, ["project 'nope' was not found"]),
     "missing version": (
