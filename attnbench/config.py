@@ -25,6 +25,11 @@ from jsonschema.exceptions import ValidationError
 
 SCHEMA_FILE = "config.schema.yaml"
 ROBOFLOW_KEY_ENV = "ROBOFLOW_API_KEY"
+#: The one-line problem of a Roboflow download without a key (at parse time and in the job).
+ROBOFLOW_KEY_MISSING = (
+    f"{ROBOFLOW_KEY_ENV} is not set: set {ROBOFLOW_KEY_ENV} to your Roboflow API key "
+    "(app.roboflow.com -> Settings -> API Keys), or use dataset.source: demo or local"
+)
 
 
 class ConfigError(ValueError):
@@ -236,7 +241,7 @@ def resolve_dataset(config: dict[str, Any], environ: dict[str, str] | None = Non
     environ = os.environ if environ is None else environ
     data = config["dataset"]
     source = data["source"]
-    has_key = bool(environ.get(ROBOFLOW_KEY_ENV))
+    has_key = bool(environ.get(ROBOFLOW_KEY_ENV, "").strip())  # as the download reads it
     if source == "auto":
         if has_key:
             source, reason = "roboflow", f"dataset.source = auto and {ROBOFLOW_KEY_ENV} is set"
@@ -260,6 +265,22 @@ def resolve_dataset(config: dict[str, Any], environ: dict[str, str] | None = Non
     else:
         name = "demo"
     return DatasetChoice(source=source, name=name, reason=reason)
+
+
+def roboflow_key_problem(
+    choice: DatasetChoice, fetched: bool = False, environ: dict[str, str] | None = None
+) -> str | None:
+    """The one-line problem when the Roboflow dataset must be downloaded without a key.
+
+    Checked when Snakemake plans the DAG (rules/common.smk), so the line comes before any
+    job runs rather than from fetch_dataset after others. `fetched`: the dataset is
+    already in results/data/<name>/source, so nothing needs the key (a report or a
+    re-analysis runs without it).
+    """
+    environ = os.environ if environ is None else environ
+    if choice.source != "roboflow" or fetched or environ.get(ROBOFLOW_KEY_ENV, "").strip():
+        return None
+    return f"{ROBOFLOW_KEY_MISSING} ({choice.reason})"
 
 
 def effective_train(config: dict[str, Any], choice: DatasetChoice) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import host, wheelbuild
+from attnbench.intermediates import FLASH_ATTN_STATUS
 from attnbench.io import read_json, write_json
 from attnbench.wheelbuild import PACKAGE, BuildUnavailableError
 
@@ -249,7 +250,7 @@ def run(
     if status.get("version") is None and status["status"] == "unavailable":
         status["version"] = version
     status["pinned"] = version
-    write_json(status_path, status)
+    write_json(status_path, status, schema=FLASH_ATTN_STATUS)
     log.info(
         "flash-attn: %s%s", status["status"], f" ({status['reason']})" if status["reason"] else ""
     )
@@ -352,7 +353,7 @@ def activate(status_json: str | os.PathLike) -> dict[str, Any]:
     path = Path(status_json)
     if not path.exists():
         return {"status": "unavailable", "reason": f"{path} does not exist", "activated": False}
-    status = dict(read_json(path))
+    status = dict(read_json(path, schema=FLASH_ATTN_STATUS))
     status["activated"] = False
     site = status.get("site")
     if status.get("status") != "built" or not site:

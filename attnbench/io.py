@@ -1,6 +1,11 @@
 """Atomic file writes (a reader or a rerun never sees a half-written file), and reads
 that report a damaged or missing file in one line naming it and the command that
-rebuilds it."""
+rebuilds it.
+
+A `Schema` says what one intermediate file must hold (attnbench.intermediates declares
+one per file): its writer checks it before writing (`write_json`, `write_csv`,
+`write_frame` with `schema=`) and every reader after reading (`read_json`, `read_csv`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import json
 import os
 import tempfile
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +24,72 @@ from attnbench.scriptutil import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What an intermediate file must hold for the rules that read it.
+
+    JSON: an object with every one of `keys`; each of `filled` a non-empty list or object;
+    and, for each (key, value, more) in `when`, also the keys `more` when data[key] == value
+    (metrics.json of a run with status ok holds its accuracy). CSV: a header with every
+    one of `columns`; with `rows`, at least one row under it (`note` says why, in the
+    message); every one of `row_columns` once it has a row.
+    """
+
+    keys: tuple[str, ...] = ()
+    filled: tuple[str, ...] = ()
+    when: tuple[tuple[str, Any, tuple[str, ...]], ...] = ()
+    columns: tuple[str, ...] = ()
+    rows: bool = False
+    row_columns: tuple[str, ...] = ()
+    note: str = ""
+
+
+def _listed(what: str, names: Sequence[str]) -> str:
+    return f"{what} {', '.join(repr(n) for n in names)} is missing"
+
+
+def json_problem(data: Any, schema: Schema) -> str | None:
+    """What `data` (a parsed JSON document) lacks against `schema`, or None."""
+    if not (schema.keys or schema.filled or schema.when):
+        return None
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    missing = [k for k in dict.fromkeys((*schema.keys, *schema.filled)) if k not in data]
+    if missing:
+        return _listed("key", missing)
+    empty = [k for k in schema.filled if not isinstance(data[k], (list, dict)) or not data[k]]
+    if empty:
+        return f"key {', '.join(repr(k) for k in empty)} is empty"
+    for key, value, more in schema.when:
+        missing = [k for k in more if k not in data]
+        if data.get(key) == value and missing:
+            return f"{_listed('key', missing)} (needed when {key} is {value!r})"
+    return None
+
+
+def table_problem(columns: Iterable[str], n_rows: int, schema: Schema) -> str | None:
+    """What a CSV with these `columns` (names stripped, as Ultralytics pads them) and
+    `n_rows` rows lacks against `schema`, or None."""
+    present = {str(c).strip() for c in columns}
+    missing = [c for c in schema.columns if c not in present]
+    if missing:
+        return _listed("column", missing)
+    if schema.rows and not n_rows:
+        return "it has no rows under its header" + (f" ({schema.note})" if schema.note else "")
+    missing = [c for c in schema.row_columns if c not in present]
+    if n_rows and missing:
+        return _listed("column", missing)
+    return None
+
+
+def incomplete(path: str | os.PathLike, problem: str) -> UserError:
+    """The one-line error of a writer whose output would break its declared schema."""
+    return UserError(
+        f"{path} was not written: {problem}. The rule that writes it made it incomplete; "
+        "nothing was left behind (report it with this line)"
+    )
 
 
 @contextlib.contextmanager
@@ -43,7 +115,10 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
+def write_json(path: str | os.PathLike, data: Any, *, schema: Schema | None = None) -> None:
+    """Write `data` as JSON, atomically; with `schema`, only if it holds what readers need."""
+    if schema is not None and (problem := json_problem(data, schema)):
+        raise incomplete(path, problem)
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -60,8 +135,15 @@ def damaged(path: str | os.PathLike, problem: str, fix: str | None = None) -> Us
     return UserError(f"{path} {problem}: {fix or rebuild_hint(path)}")
 
 
-def read_json(path: str | os.PathLike, *, keys: Sequence[str] = (), fix: str | None = None) -> Any:
-    """Read a JSON file written by another rule; with `keys`, it must be an object holding them.
+def read_json(
+    path: str | os.PathLike,
+    *,
+    keys: Sequence[str] = (),
+    schema: Schema | None = None,
+    fix: str | None = None,
+) -> Any:
+    """Read a JSON file written by another rule; with `keys`, it must be an object holding
+    them, and with `schema` hold what that declares.
 
     A missing, empty, truncated or incomplete file raises UserError (one line naming the
     file and `fix`, by default the `--forcerun` command that rebuilds it), never a
@@ -86,6 +168,8 @@ def read_json(path: str | os.PathLike, *, keys: Sequence[str] = (), fix: str | N
                 path, f"is damaged: expected a JSON object, got {type(data).__name__}", fix
             )
         _require(path, "key", keys, data, fix)
+    if schema is not None and (problem := json_problem(data, schema)):
+        raise damaged(path, f"is damaged: {problem}", fix)
     return data
 
 
@@ -93,14 +177,17 @@ def read_csv(
     path: str | os.PathLike,
     *,
     columns: Sequence[str] = (),
+    schema: Schema | None = None,
     missing_ok: bool = False,
     fix: str | None = None,
 ) -> pd.DataFrame:
-    """Read a CSV written by another rule into a DataFrame; an empty file is an empty frame.
+    """Read a CSV written by another rule into a DataFrame; an empty file is an empty frame
+    (unless `schema` asks for rows).
 
     A file cut short (no final newline, or a row with fewer or more fields than the
-    header) or without one of `columns` raises UserError naming the file and `fix`;
-    pandas would otherwise fill a cut row with NaN and carry on.
+    header), without one of `columns`, or short of what `schema` declares raises
+    UserError naming the file and `fix`; pandas would otherwise fill a cut row with NaN
+    and carry on.
     """
     import pandas as pd
 
@@ -113,6 +200,9 @@ def read_csv(
     except (OSError, UnicodeDecodeError) as exc:
         raise damaged(path, f"cannot be read ({exc.__class__.__name__}: {exc})", fix) from None
     if not text.strip():
+        if schema is not None and (schema.rows or schema.columns):
+            note = f": {schema.note}" if schema.rows and schema.note else ""
+            raise damaged(path, f"is empty (damaged{note})", fix)
         return pd.DataFrame()
     if not text.endswith("\n"):
         raise damaged(path, "is damaged: it ends mid-line (cut short)", fix)
@@ -132,6 +222,8 @@ def read_csv(
         detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise damaged(path, f"is damaged: not valid CSV ({detail})", fix) from None
     _require(path, "column", columns, {str(c).strip() for c in frame.columns}, fix)
+    if schema is not None and (problem := table_problem(frame.columns, len(frame), schema)):
+        raise damaged(path, f"is damaged: {problem}", fix)
     return frame
 
 
@@ -145,16 +237,34 @@ def _require(
     """Raise UserError naming every one of `names` (a `what`: key, column) not in `present`."""
     missing = [n for n in names if n not in present]
     if missing:
-        listed = ", ".join(repr(n) for n in missing)
-        raise damaged(path, f"is damaged: {what} {listed} is missing", fix)
+        raise damaged(path, f"is damaged: {_listed(what, missing)}", fix)
 
 
 def write_csv(
-    path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]
+    path: str | os.PathLike,
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    schema: Schema | None = None,
 ) -> None:
-    """Write rows atomically with exactly `columns` (missing values empty)."""
+    """Write rows atomically with exactly `columns` (missing values empty); with `schema`,
+    only if they hold what readers need."""
+    rows = list(rows)
+    if schema is not None and (problem := table_problem(columns, len(rows), schema)):
+        raise incomplete(path, problem)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
+
+
+def write_frame(
+    path: str | os.PathLike, frame: pd.DataFrame, *, schema: Schema | None = None
+) -> None:
+    """Write a DataFrame as CSV (no index), atomically; with `schema`, only if it holds
+    what readers need."""
+    if schema is not None and (problem := table_problem(frame.columns, len(frame), schema)):
+        raise incomplete(path, problem)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -353,7 +353,11 @@ def _sig(value: float | None, digits: int = 5) -> float | None:
 
 
 def write_csv(
-    path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = COLUMNS
+    path: str | os.PathLike,
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str] = COLUMNS,
+    *,
+    schema: io.Schema | None = None,
 ) -> None:
-    """Write benchmark rows (default: the kernels CSV columns)."""
-    io.write_csv(path, rows, columns)
+    """Write benchmark rows (default: the kernels CSV columns), checked against `schema`."""
+    io.write_csv(path, rows, columns, schema=schema)

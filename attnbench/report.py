@@ -23,6 +23,7 @@ import pandas as pd
 from attnbench import (
     caveats,
     inference_report,
+    intermediates,
     io,
     narrative,
     sections,
@@ -73,15 +74,21 @@ def build_context(
     table_paths, plots = list(table_paths), list(plots)  # each is read twice
     settings = tables.analysis_settings(config)
     baseline, alpha, margin = settings["baseline"], settings["alpha"], settings["tost_margin"]
-    t = {name: tables.read_table(path) for name, path in _by_stem(table_paths).items()}
+    by_name = _by_stem(table_paths)
+    t = {}
+    if "runs" in by_name:  # first: with a finished run, epochs.csv must hold its epochs
+        t["runs"] = tables.read_table(by_name.pop("runs"), intermediates.table("runs"))
+    trained = tables.has_finished(t.get("runs", pd.DataFrame()))
+    # The study's tables have a schema (attnbench.intermediates); the sections' have none here.
+    t |= {n: tables.read_table(p, intermediates.table(n, trained)) for n, p in by_name.items()}
     empty = pd.DataFrame()
     runs, summary = t.get("runs", empty), t.get("summary", empty)
     comparisons, kernels, parity = (t.get(k, empty) for k in ("comparisons", "kernels", "parity"))
     drift, replica = t.get("drift", empty), t.get("replica", empty)
     if runs.empty:
         runs = pd.DataFrame(columns=["backend", "seed", "status", "reason"])
-    probe = io.read_json(backends_json)
-    dataset = io.read_json(dataset_json)
+    probe = io.read_json(backends_json, schema=intermediates.BACKENDS)
+    dataset = io.read_json(dataset_json, schema=intermediates.DATASET_SUMMARY)
     plot_paths = _by_stem(plots)
 
     env, env_runs = sections.environment_tables(probe, runs)

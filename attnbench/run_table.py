@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnbench import io, schedule
+from attnbench import intermediates, io, schedule
 from attnbench.metric_catalog import METRIC_BY_KEY, METRICS
 
 RUN_PATH = re.compile(r"(?P<backend>[^/\\]+)[/\\]seed(?P<seed>\d+)[/\\][^/\\]+$")
@@ -50,16 +50,17 @@ def _run_id(path: str | Path) -> tuple[str | None, int | None]:
     return match["backend"], int(match["seed"])
 
 
-def _read_csv(path: str | Path) -> pd.DataFrame:
-    """A CSV, or an empty frame for an empty or absent file (a run that did not train)."""
-    return io.read_csv(path, missing_ok=True)  # a damaged file is a one-line UserError
+def _read_csv(path: str | Path, schema: io.Schema | None = None) -> pd.DataFrame:
+    """A CSV, or an empty frame for an empty or absent file that `schema` allows (a run
+    that did not train); a damaged file is a one-line UserError."""
+    return io.read_csv(path, schema=schema, missing_ok=not (schema and schema.rows))
 
 
 def load_runs(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per (backend, seed) with every metrics.json key flattened, failures included."""
     rows = []
     for path in metrics_paths:
-        data = io.read_json(path, keys=("backend", "seed", "status"))
+        data = io.read_json(path, schema=intermediates.METRICS)
         backend, seed = _run_id(path)
         data.setdefault("backend", backend)
         data.setdefault("seed", seed)
@@ -80,11 +81,23 @@ def load_runs(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
 def load_epochs(
     results_paths: Iterable[str | Path], runs: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Every run's Ultralytics results.csv rows, long, with backend, seed and status columns."""
+    """Every run's Ultralytics results.csv rows, long, with backend, seed and status columns.
+
+    With `runs`, the results.csv of a run with status ok must hold its epochs and their
+    metrics (`intermediates.RUN_RESULTS_OK`), or this is a one-line UserError.
+    """
+    status = {}
+    if runs is not None and not runs.empty:
+        seeds = pd.to_numeric(runs["seed"], errors="coerce")
+        status = {
+            (b, int(s)): st
+            for b, s, st in zip(runs["backend"], seeds, runs["status"], strict=True)
+            if np.isfinite(s)
+        }
     frames = []
     for path in results_paths:
         backend, seed = _run_id(path)
-        frame = _read_csv(path)
+        frame = _read_csv(path, intermediates.run_results(status.get((backend, seed))))
         if frame.empty:
             continue
         frame.columns = [str(c).strip() for c in frame.columns]  # older versions pad names
@@ -106,9 +119,10 @@ def load_epochs(
     return epochs
 
 
-def concat_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate per-backend CSVs (parity, kernels); empty files are skipped."""
-    frames = [frame for frame in map(_read_csv, paths) if not frame.empty]
+def concat_csvs(paths: Iterable[str | Path], schema: io.Schema | None = None) -> pd.DataFrame:
+    """Concatenate per-backend CSVs (parity, kernels), each checked against `schema`;
+    empty files (where it allows them) are skipped."""
+    frames = [frame for frame in (_read_csv(p, schema) for p in paths) if not frame.empty]
     if not frames:
         return pd.DataFrame()
     with warnings.catch_warnings():
@@ -116,9 +130,15 @@ def concat_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:
         return pd.concat(frames, ignore_index=True)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A table written by `aggregate`; an empty file is an empty frame."""
-    return io.read_csv(path)
+def read_table(path: str | Path, schema: io.Schema | None = None) -> pd.DataFrame:
+    """A table written by `aggregate` (`intermediates.table` gives its schema); an empty
+    file is an empty frame where `schema` allows it."""
+    return io.read_csv(path, schema=schema)
+
+
+def has_finished(runs: pd.DataFrame) -> bool:
+    """Whether the runs table holds a run with status ok (then the epochs table has rows)."""
+    return "status" in runs and bool((runs["status"] == "ok").any())
 
 
 def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench import schedule
+from attnbench import intermediates, schedule
 from attnbench.analysis_config import analysis_defaults, analysis_settings
 from attnbench.arm_summary import SUMMARY_COLUMNS, summarize
 from attnbench.comparisons import COMPARISON_COLUMNS, PAIRED_NOTE, compare, threshold_for
@@ -36,6 +36,7 @@ from attnbench.run_table import (
     add_order,
     backend_order,
     concat_csvs,
+    has_finished,
     is_control,
     load_epochs,
     load_runs,
@@ -50,9 +51,9 @@ __all__ = [
     "IDENTITY_KEYS", "METRICS", "METRIC_BY_KEY", "PAIRED_NOTE", "REPLICA_COLUMNS",
     "RESULTS_TIMING_COLUMNS", "RUN_PATH", "SHARED_GPU_EXCLUDED", "SHARED_GPU_NOTE",
     "SUMMARY_COLUMNS", "Metric", "add_order", "aggregate", "analysis_defaults",
-    "analysis_settings", "backend_order", "compare", "concat_csvs", "drift", "is_control",
-    "load_epochs", "load_runs", "ok_runs", "read_table", "replica_identity", "shared_gpu",
-    "summarize", "threshold_for", "without_shared_times",
+    "analysis_settings", "backend_order", "compare", "concat_csvs", "drift", "has_finished",
+    "is_control", "load_epochs", "load_runs", "ok_runs", "read_table", "replica_identity",
+    "shared_gpu", "summarize", "threshold_for", "without_shared_times",
 ]  # fmt: skip
 
 
@@ -89,6 +90,6 @@ def aggregate(
         "drift": drift_table,
         "replica": replica_identity(runs, epochs, baseline),
         "epochs": epochs,
-        "kernels": concat_csvs(kernels),
-        "parity": concat_csvs(parity),
+        "kernels": concat_csvs(kernels, intermediates.KERNELS),
+        "parity": concat_csvs(parity, intermediates.PARITY),
     }

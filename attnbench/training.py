@@ -18,21 +18,16 @@ from typing import Any
 
 import torch
 
-from attnbench import backends, host, schedule, trackers, ultralytics_run
+from attnbench import backends, host, intermediates, io, schedule, trackers, ultralytics_run
 from attnbench.backends import BackendUnavailableError
-from attnbench.io import write_json
 from attnbench.patch import use_backend
 from attnbench.recorder import RunRecorder
 from attnbench.ultralytics_run import offline_ultralytics
 
 LOG = logging.getLogger(__name__)
 
-RESULT_COLUMNS = {
-    "precision": "metrics/precision(B)",
-    "recall": "metrics/recall(B)",
-    "mAP50": "metrics/mAP50(B)",
-    "mAP50_95": "metrics/mAP50-95(B)",
-}
+# metrics.json key -> the results.csv column its final value comes from.
+RESULT_COLUMNS = intermediates.ACCURACY_COLUMNS
 
 
 def _results_metrics(results_csv: Path) -> dict[str, float]:
@@ -186,13 +181,28 @@ def train_one(
 def write_outputs(
     metrics: dict[str, Any], workdir: Path, metrics_path: Path, results_path: Path
 ) -> None:
-    """Copy Ultralytics' results.csv beside metrics.json; write both atomically."""
-    from attnbench.io import atomic_path
+    """Copy Ultralytics' results.csv beside metrics.json; write both atomically.
 
+    Both are checked against their schemas (attnbench.intermediates) first: a run with
+    status ok must have its accuracy and its epochs, or neither file is written.
+    """
+    import pandas as pd
+
+    if problem := io.json_problem(metrics, intermediates.METRICS):
+        raise io.incomplete(metrics_path, problem)
     source = Path(workdir) / "ultralytics" / "results.csv"
-    with atomic_path(results_path) as tmp:
+    schema = intermediates.run_results(metrics.get("status"))
+    if schema.rows and not source.exists():
+        raise io.incomplete(results_path, f"Ultralytics wrote no {source}")
+    if source.exists() and source.stat().st_size:
+        frame = pd.read_csv(source)
+        if problem := io.table_problem(frame.columns, len(frame), schema):
+            raise io.incomplete(results_path, f"Ultralytics' {source}: {problem}")
+    elif schema.rows:
+        raise io.incomplete(results_path, f"Ultralytics' {source} is empty")
+    with io.atomic_path(results_path) as tmp:
         if source.exists():
             shutil.copyfile(source, tmp)
         else:
             tmp.write_text("")
-    write_json(metrics_path, metrics)
+    io.write_json(metrics_path, metrics, schema=intermediates.METRICS)

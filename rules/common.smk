@@ -2,6 +2,7 @@
 # training settings, and the target lists. No rule lives here.
 
 import sys
+from pathlib import Path
 
 from attnbench import backendinfo, schedule
 from attnbench import config as cfg
@@ -17,6 +18,11 @@ config.clear()
 config.update(_validated)
 
 DATASET = cfg.resolve_dataset(config)
+# Before any job: a Roboflow download without a key would fail only once fetch_dataset ran.
+if _no_key := cfg.roboflow_key_problem(
+    DATASET, fetched=Path(f"results/data/{DATASET.name}/source").is_dir()
+):
+    sys.exit(f"Error: {_no_key}")
 TRAIN = cfg.effective_train(config, DATASET)
 # Scheduling, not measurement: out of every rule's params (changing it reruns nothing);
 # each run records what it got (jobs_per_gpu, shared_gpu in metrics.json).
@@ -72,6 +78,13 @@ def dataset_spec():
     else:
         spec["demo"] = {k: v for k, v in data["demo"].items() if k != "train"}
     return cfg.canonical(spec)
+
+
+def validation_flags():
+    """validate_dataset's opt-in settings, passed only when set: a new param at its
+    default would rerun every validated dataset and every run trained on it."""
+    data = config["dataset"]
+    return {k: True for k in ("allow_background_only",) if data[k]}
 
 
 def flash_attn_env(wildcards):

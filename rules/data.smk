@@ -41,6 +41,8 @@ rule validate_dataset:
     conda:
         "../envs/workflow.yaml"
     params:
+        # Only when true (validation_flags): its default must not rerun validated data.
+        **validation_flags(),
         on_problems=config["dataset"]["on_problems"],
         source=DATASET.source,
         reason=DATASET.reason,

@@ -5,8 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import tables
-from attnbench.io import atomic_path
+from attnbench import intermediates, io, tables
 from attnbench.scriptutil import rule_logging
 
 smk = snakemake
@@ -19,10 +18,14 @@ with rule_logging(smk) as log:
         smk.input.kernels,
         smk.params.analysis,
     )
-    for name, table in written.items():
-        if smk.output.get(name) is None:  # a table this rule does not declare
-            log.info("%s: not an output of this rule, not written", name)
-            continue
-        with atomic_path(smk.output[name]) as tmp:
-            table.to_csv(tmp, index=False)
+    trained = tables.has_finished(written["runs"])
+    declared = {name: table for name, table in written.items() if smk.output.get(name)}
+    for name in sorted(written.keys() - declared.keys()):  # a table this rule does not declare
+        log.info("%s: not an output of this rule, not written", name)
+    schemas = {name: intermediates.table(name, trained) for name in declared}
+    for name, table in declared.items():  # every table checked before any is written
+        if problem := io.table_problem(table.columns, len(table), schemas[name] or io.Schema()):
+            raise io.incomplete(smk.output[name], problem)
+    for name, table in declared.items():
+        io.write_frame(smk.output[name], table, schema=schemas[name])
         log.info("%s: %d rows -> %s", name, len(table), smk.output[name])

@@ -10,6 +10,7 @@ from attnbench.scriptutil import rule_logging
 
 smk = snakemake
 with rule_logging(smk) as log:
+    from attnbench.intermediates import SHAPES
     from attnbench.io import write_json
     from attnbench.shapes import attention_shapes
     from attnbench.ultralytics_run import offline_ultralytics
@@ -18,7 +19,7 @@ with rule_logging(smk) as log:
     offline_ultralytics(out.parents[1] / ".ultralytics")  # no network, settings kept local
     shape = json.loads(smk.params.shape)
     doc = attention_shapes(shape["model"], int(shape["imgsz"]), int(shape["batch"]))
-    write_json(out, doc)
+    write_json(out, doc, schema=SHAPES)
     for call in doc["calls"]:
         log.info(
             "%-5s B'=%d heads=%d N=%d d=%d, %d per forward",

@@ -10,13 +10,13 @@ from attnbench.scriptutil import gpu_job
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import kernelbench
+    from attnbench import intermediates, kernelbench
     from attnbench.io import read_json
 
     settings = json.loads(smk.params.kernels)["kernels"]
     backend = smk.wildcards.backend
     job.log.info("kernel benchmark of %s on %s (%s)", backend, job.device, job.slot.reason)
-    shapes = read_json(smk.input.shapes, keys=("calls",))
+    shapes = read_json(smk.input.shapes, schema=intermediates.SHAPES)
     rows = kernelbench.run(backend, shapes, settings, job.device)
-    kernelbench.write_csv(smk.output[0], rows)
+    kernelbench.write_csv(smk.output[0], rows, schema=intermediates.KERNELS)
     job.log.info("%s: %d rows, status %s", backend, len(rows), sorted({r["status"] for r in rows}))

@@ -10,7 +10,7 @@ from attnbench.scriptutil import gpu_job
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import parity
+    from attnbench import intermediates, parity
     from attnbench.io import read_json, write_csv
 
     thresholds = json.loads(smk.params.parity)["parity"]["thresholds"]
@@ -18,7 +18,7 @@ with gpu_job(smk) as job:
     job.log.info(
         "parity of %s on %s (%s), thresholds %s", backend, job.device, job.slot.reason, thresholds
     )
-    calls = read_json(smk.input.shapes, keys=("calls",))["calls"]
+    calls = read_json(smk.input.shapes, schema=intermediates.SHAPES)["calls"]
     rows = parity.run(backend, calls, thresholds, job.device)
-    write_csv(smk.output[0], rows, parity.COLUMNS)
+    write_csv(smk.output[0], rows, parity.COLUMNS, schema=intermediates.PARITY)
     job.log.info("%s: status %s", backend, sorted({r["status"] for r in rows}))

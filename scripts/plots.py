@@ -5,15 +5,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import plots, tables
+from attnbench import intermediates, plots, tables
 from attnbench.scriptutil import rule_logging
 
 smk = snakemake
 
 with rule_logging(smk) as log:
-    frames = {
-        name: tables.read_table(smk.input[name])
-        for name in ("runs", "epochs", "kernels", "summary")
+    runs = tables.read_table(smk.input.runs, intermediates.table("runs"))
+    trained = tables.has_finished(runs)  # then the epochs table must hold its epochs
+    frames = {"runs": runs} | {
+        name: tables.read_table(smk.input[name], intermediates.table(name, trained))
+        for name in ("epochs", "kernels", "summary")
     }
     outputs = {
         name: smk.output.get(name)

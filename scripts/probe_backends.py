@@ -11,6 +11,7 @@ from attnbench.scriptutil import gpu_job
 smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import backends, envinfo
+    from attnbench.intermediates import BACKENDS
     from attnbench.io import write_json
 
     names = json.loads(smk.params.backends)
@@ -24,6 +25,6 @@ with gpu_job(smk) as job:
         "backends": envinfo.probe_backends(names, job.device, dtype),
         "flash_attn_build": job.flash,
     }
-    write_json(smk.output[0], doc)
+    write_json(smk.output[0], doc, schema=BACKENDS)
     for name, info in doc["backends"].items():
         job.log.info("%-15s %s", name, "available" if info["available"] else info["reason"])

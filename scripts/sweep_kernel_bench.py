@@ -11,13 +11,14 @@ from attnbench.scriptutil import gpu_job
 smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import kernelbench
+    from attnbench.intermediates import SHAPES
     from attnbench.io import read_json, write_csv
 
     settings = json.loads(smk.params.kernels)
     backend = smk.wildcards.sbackend
     rows, peak = [], None
     for path in smk.input.shapes:
-        shapes = read_json(path)
+        shapes = read_json(path, schema=SHAPES)
         train_only = {**shapes, "calls": [c for c in shapes["calls"] if c["phase"] == "train"]}
         if peak is None and job.device.type == "cuda":
             peak = kernelbench.matmul_peak_tflops(job.device, repeats=20)

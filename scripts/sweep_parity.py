@@ -11,13 +11,14 @@ from attnbench.scriptutil import gpu_job
 smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import parity
+    from attnbench.intermediates import SHAPES
     from attnbench.io import read_json, write_csv
 
     thresholds = json.loads(smk.params.thresholds)
     backend = smk.wildcards.sbackend
     rows = []
     for path in smk.input.shapes:
-        shapes = read_json(path)
+        shapes = read_json(path, schema=SHAPES)
         calls = [c for c in shapes["calls"] if c["phase"] == "train"]
         tags = {
             "model": Path(shapes["model"]).stem,

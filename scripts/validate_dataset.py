@@ -22,4 +22,6 @@ with rule_logging(snakemake):
         name=name,
         source=getattr(smk.params, "source", None) or source_kind(name),
         reason=smk.params.reason,
+        # Present only when set (rules/data.smk): absent means false.
+        allow_background_only=bool(getattr(smk.params, "allow_background_only", False)),
     )

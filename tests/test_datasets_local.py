@@ -166,6 +166,59 @@ def test_data_yaml_without_names(small_dataset: Path, tmp_path: Path) -> None:
     _assert_import_fails(src, tmp_path / "source", "no class names")
 
 
+@pytest.mark.parametrize("names", ["[crop, weed]", "{0: crop, 1: weed}"])
+def test_nc_disagreeing_with_names_is_an_error_naming_both(
+    small_dataset: Path, tmp_path: Path, names: str
+) -> None:
+    """Regression: `nc: 3` beside two names was silently rewritten to 2."""
+    src = tmp_path / "ds"
+    shutil.copytree(small_dataset, src)
+    (src / "data.yaml").write_text(f"nc: 3\nnames: {names}\n")
+    _assert_import_fails(
+        src,
+        tmp_path / "source",
+        f"{src / 'data.yaml'}: nc is 3 but names lists 2 class(es) (crop, weed)",
+        "make them agree (nc: 2, or 3 names)",
+    )
+    archive = _zip(src, tmp_path / "dataset.zip", "weeds/")
+    _assert_import_fails(
+        archive, tmp_path / "source", f"weeds/data.yaml in {archive}: nc is 3 but names lists 2"
+    )
+    (src / "data.yaml").write_text(f"nc: 2\nnames: {names}\n")  # agreeing: as before
+    out = local.import_dataset(src, tmp_path / "source")
+    assert yaml.safe_load((out / "data.yaml").read_text())["nc"] == 2
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("../escape.txt", "a '..' part"),
+        ("weeds/../../escape.txt", "a '..' part"),
+        ("weeds\\..\\escape.txt", "a '..' part"),
+        ("/tmp/escape.txt", "an absolute path"),
+        ("C:/escape.txt", "an absolute path"),
+    ],
+)
+def test_zip_entry_outside_the_dataset_is_rejected_before_unpacking(
+    small_dataset: Path, tmp_path: Path, entry: str, why: str
+) -> None:
+    """Regression: such entries were unpacked (zipfile rewrites them to stay inside the
+    folder) and kept in the dataset; now the zip is refused, naming the entry."""
+    archive = _zip(small_dataset, tmp_path / "dataset.zip")
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr(zipfile.ZipInfo(entry), b"not part of the dataset")
+    assert entry in zipfile.ZipFile(archive).namelist()
+    unpacked = []
+    original = zipfile.ZipFile.extractall
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(zipfile.ZipFile, "extractall", lambda *a, **k: unpacked.append(a))
+        _assert_import_fails(
+            archive, tmp_path / "source", f"{archive} has the entry {entry!r} ({why})"
+        )
+    assert not unpacked and zipfile.ZipFile.extractall is original  # nothing was unpacked
+    assert not (tmp_path / "escape.txt").exists()
+
+
 @needs_crop_or_weed
 def test_crop_or_weed_imports_and_validates(tmp_path: Path) -> None:
     """The real Roboflow export: `path: ../datasets/roboflow` and 9-column polygon rows."""

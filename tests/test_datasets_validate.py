@@ -112,6 +112,34 @@ def test_background_images_are_not_problems(ds: Path, tmp_path: Path) -> None:
     )
 
 
+def test_split_without_any_label_file_is_an_error(ds: Path, tmp_path: Path) -> None:
+    """Regression: a split whose labels were lost trained as all background, silently."""
+    shutil.rmtree(ds / "valid" / "labels")
+    out = tmp_path / "out"
+    with pytest.raises(UserError) as exc:
+        _summarize(ds, out)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"the val split has 2 image(s) and no label file in {ds.resolve() / 'valid' / 'labels'}: "
+    )
+    assert "or set dataset.allow_background_only: true" in message
+    assert not [name for name in OUTPUTS if (out / name).exists()]
+
+
+def test_background_only_split_when_the_config_says_so(
+    clean: Path, ds: Path, tmp_path: Path
+) -> None:
+    for label in (ds / "train" / "labels").iterdir():
+        label.unlink()  # the folder stays, empty
+    summary = validate.summarize(
+        ds, tmp_path / "out", "fail", name="t", source="demo", allow_background_only=True
+    )
+    assert summary["background_only"] == ["train"] and summary["problems"] == []
+    assert summary["splits"]["train"]["backgrounds"] == 4 == summary["splits"]["train"]["images"]
+    assert _summarize(clean, tmp_path / "o2")["background_only"] == []  # labelled: none
+
+
 def test_polygon_rows_are_accepted_and_counted(ds: Path, tmp_path: Path) -> None:
     _label(ds, "train", 0).write_text(
         "1 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n0 0.5 0.5 0.6 0.5 0.6 0.7\n"

@@ -34,6 +34,7 @@ CASES = {
     ),
     "local path empty": ({"dataset": {"source": "local"}}, "dataset.local", "set dataset.local"),
 }
+ROBOFLOW_NAME = "roboflow-augmented-startups-weeds-nxe1w-v3"  # config.yaml's dataset
 MALFORMED = "train:\n  epochs: 3\n   batch: [8\n"  # a bad indent and an unclosed list (line 3)
 
 
@@ -58,6 +59,17 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, s
     malformed = workdir(base / "malformed")
     (malformed / "faults.yaml").write_text(MALFORMED)
     jobs["malformed"] = (malformed, ("-n",), clean_env())
+    # The Roboflow key is checked when the DAG is planned: a real run starts no job...
+    roboflow = {"dataset": {"source": "roboflow"}}
+    for name, args in (("roboflow without key", ("--cores", "1")), ("roboflow -n", ("-n",))):
+        jobs[name] = (workdir(base / name.replace(" ", "-"), roboflow), args, clean_env())
+    # ... unless the dataset is already there (a report or re-analysis needs no key);
+    fetched = workdir(base / "roboflow-fetched", roboflow)
+    (fetched / "results" / "data" / ROBOFLOW_NAME / "source").mkdir(parents=True)
+    jobs["roboflow fetched"] = (fetched, ("-n",), clean_env())
+    # and auto without a key still falls back to the demo.
+    auto = workdir(base / "auto-without-key", {"dataset": {"source": "auto"}})
+    jobs["auto without key"] = (auto, ("-n",), clean_env())
     done = run_all(jobs, timeout=240)
     return {name: (rc, out, jobs[name][0]) for name, (rc, out) in done.items()}
 
@@ -113,6 +125,48 @@ def test_our_loader_names_the_malformed_file_and_line(tmp_path: Path) -> None:
         config.load_file(bad)
     message = str(info.value)
     assert str(bad) in message and "line 3" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("case", ["roboflow without key", "roboflow -n"])
+def test_roboflow_without_key_stops_before_any_job(outcomes, case: str) -> None:
+    """Regression: the missing key was reported by fetch_dataset, after other jobs ran
+    (7 jobs in a fresh copy). Now one line when Snakemake plans the DAG, and no job."""
+    rc, out, work = outcomes[case]
+    assert rc != 0, out[-3000:]
+    errors = lines_with(out, "Error: ")
+    assert len(errors) == 1, out[-3000:]
+    assert errors[0].startswith("Error: ROBOFLOW_API_KEY is not set: set ROBOFLOW_API_KEY")
+    assert "dataset.source: demo or local (dataset.source = roboflow)" in errors[0]
+    assert "Traceback" not in out and "Building DAG" not in out and "localrule" not in out
+    assert not (work / "results").exists()
+
+
+def test_roboflow_without_key_plans_once_the_dataset_is_fetched(outcomes) -> None:
+    rc, out, _ = outcomes["roboflow fetched"]
+    assert rc == 0, out[-3000:]
+    assert "ROBOFLOW_API_KEY" not in out
+    assert f"results/data/{ROBOFLOW_NAME}/summary.json" in out  # validated next, not fetched
+    assert "fetch_dataset" not in {rule for rule, _ in planned_jobs(out)}
+
+
+def test_auto_without_key_still_falls_back_to_the_demo(outcomes) -> None:
+    rc, out, _ = outcomes["auto without key"]
+    assert rc == 0, out[-3000:]
+    assert "ROBOFLOW_API_KEY" not in out
+    assert {"dataset": "demo"} in [w for rule, w in planned_jobs(out) if rule == "fetch_dataset"]
+
+
+def test_roboflow_key_is_checked_only_where_it_is_needed() -> None:
+    settings = config.validate({"dataset": {"source": "roboflow"}})
+    choice = config.resolve_dataset(settings, environ={})
+    assert config.roboflow_key_problem(choice, environ={}).startswith("ROBOFLOW_API_KEY is not set")
+    assert config.roboflow_key_problem(choice, environ={"ROBOFLOW_API_KEY": " "}) is not None
+    assert config.roboflow_key_problem(choice, environ={"ROBOFLOW_API_KEY": "k"}) is None
+    assert config.roboflow_key_problem(choice, fetched=True, environ={}) is None
+    auto = config.validate({"dataset": {"source": "auto"}})
+    blank = {"ROBOFLOW_API_KEY": "  "}  # a blank key is no key: the demo, not a failed download
+    assert config.resolve_dataset(auto, environ=blank).source == "demo"
+    assert config.roboflow_key_problem(config.resolve_dataset(auto, environ=blank)) is None
 
 
 def test_control_a_good_value_passes_the_same_way(outcomes) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from faults_helpers import clean_env, lines_with, run_all, snakemake, workdir
+from faults_helpers import clean_env, lines_with, reference_run, run_all, snakemake, workdir
 
-from attnbench import io
+from attnbench import intermediates, io, tables
 from attnbench.scriptutil import UserError
 
 # --------------------------------------------------------------------------- #
@@ -114,6 +114,167 @@ def test_good_and_empty_csv_read_as_pandas_does(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- #
+# The declared schemas (attnbench.intermediates): empty or incomplete, never silent.
+
+ACCURACY = ("precision", "recall", "mAP50", "mAP50_95")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("", "is empty (damaged)"),
+        ("backend,status,dtype,passed\n", "is damaged: it has no rows under its header"),
+        ("backend,status\neager,ok\n", "is damaged: column 'dtype', 'passed' is missing"),
+    ],
+)
+def test_empty_parity_csv_is_one_line(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "sdpa.csv"
+    path.write_text(content)
+    with pytest.raises(UserError) as info:
+        tables.concat_csvs([path], intermediates.PARITY)
+    message = _one_line(info)
+    assert message.startswith(f"{path} {problem}"), message
+    assert f"`snakemake --cores 1 --forcerun {path}`" in message
+
+
+def test_metrics_of_an_ok_run_without_accuracy(tmp_path: Path) -> None:
+    path = tmp_path / "results" / "train" / "eager" / "seed0" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    run = {"backend": "eager", "seed": 0, "status": "ok", **dict.fromkeys(ACCURACY, 0.5)}
+    io.write_json(path, {k: v for k, v in run.items() if k not in ("mAP50", "mAP50_95")})
+    with pytest.raises(UserError) as info:
+        tables.load_runs([path])
+    assert _one_line(info).startswith(
+        f"{path} is damaged: key 'mAP50', 'mAP50_95' is missing (needed when status is 'ok'): "
+        f"rebuild it and what depends on it with `snakemake --cores 1 --forcerun {path}`"
+    )
+    io.write_json(path, {"backend": "eager", "seed": 0, "status": "unavailable"})
+    assert tables.load_runs([path])["status"].tolist() == ["unavailable"]  # never trained
+
+
+def _run_files(tmp_path: Path, status: str, results: str) -> tuple[Path, Path]:
+    run = tmp_path / "results" / "train" / "eager" / "seed0"
+    run.mkdir(parents=True, exist_ok=True)
+    accuracy = dict.fromkeys(ACCURACY, 0.5) if status == "ok" else {}
+    io.write_json(
+        run / "metrics.json", {"backend": "eager", "seed": 0, "status": status, **accuracy}
+    )
+    (run / "results.csv").write_text(results)
+    return run / "metrics.json", run / "results.csv"
+
+
+HEADER = ",".join(intermediates.EPOCH_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("results", "problem"),
+    [
+        ("", "is empty (damaged: its metrics.json says status ok)"),
+        (HEADER + "\n", "is damaged: it has no rows under its header (its metrics.json says"),
+        (
+            "epoch,train/box_loss,val/box_loss,train/cls_loss,val/cls_loss\n1,1,1,1,1\n",
+            "is damaged: column 'metrics/precision(B)', 'metrics/recall(B)', "
+            "'metrics/mAP50(B)', 'metrics/mAP50-95(B)' is missing",
+        ),
+    ],
+)
+def test_results_csv_of_an_ok_run_must_hold_its_epochs(
+    tmp_path: Path, results: str, problem: str
+) -> None:
+    metrics, csv_path = _run_files(tmp_path, "ok", results)
+    runs = tables.load_runs([metrics])
+    with pytest.raises(UserError) as info:
+        tables.load_epochs([csv_path], runs)
+    assert _one_line(info).startswith(f"{csv_path} {problem}")
+    csv_path.unlink()
+    with pytest.raises(UserError, match="results.csv is missing: rebuild it"):
+        tables.load_epochs([csv_path], runs)
+
+
+def test_results_csv_of_a_run_that_never_trained_may_be_empty(tmp_path: Path) -> None:
+    metrics, csv_path = _run_files(tmp_path, "unavailable", "")
+    assert tables.load_epochs([csv_path], tables.load_runs([metrics])).empty
+
+
+def _table(tmp_path: Path, name: str, content: str) -> Path:
+    path = tmp_path / "results" / "tables" / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return path
+
+
+def test_empty_run_table_and_epochs_without_metrics(tmp_path: Path) -> None:
+    for content in ("", "backend,seed,status\n"):
+        runs = _table(tmp_path, "runs", content)
+        with pytest.raises(UserError) as info:
+            tables.read_table(runs, intermediates.table("runs"))
+        assert _one_line(info).startswith(f"{runs} is ")
+        assert f"--forcerun {runs}`" in str(info.value)
+    epochs = _table(tmp_path, "epochs", "backend,seed,status,epoch,train/box_loss\ne,0,ok,1,1\n")
+    with pytest.raises(UserError) as info:
+        tables.read_table(epochs, intermediates.table("epochs"))
+    assert "column 'metrics/precision(B)'" in _one_line(info)
+    header_only = _table(tmp_path, "epochs", "backend,seed,status,epoch\n")
+    assert tables.read_table(header_only, intermediates.table("epochs")).empty  # none trained
+    with pytest.raises(UserError, match="no rows under its header .runs.csv has a run with"):
+        tables.read_table(header_only, intermediates.table("epochs", trained=True))
+
+
+def test_a_writer_never_writes_what_its_readers_would_refuse(tmp_path: Path) -> None:
+    path = tmp_path / "sdpa.csv"
+    with pytest.raises(UserError) as info:
+        io.write_csv(
+            path, [], ["backend", "status", "dtype", "passed"], schema=intermediates.PARITY
+        )
+    assert _one_line(info).startswith(f"{path} was not written: it has no rows")
+    metrics = tmp_path / "metrics.json"
+    with pytest.raises(UserError, match="key 'precision', 'recall'"):
+        io.write_json(
+            metrics, {"backend": "e", "seed": 0, "status": "ok"}, schema=intermediates.METRICS
+        )
+    assert not path.exists() and not metrics.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file either
+
+
+def test_train_writes_neither_file_for_an_ok_run_without_epochs(tmp_path: Path) -> None:
+    from attnbench import training
+
+    run = {"backend": "eager", "seed": 0, "status": "ok", **dict.fromkeys(ACCURACY, 0.5)}
+    metrics, results = tmp_path / "metrics.json", tmp_path / "results.csv"
+    with pytest.raises(UserError) as info:
+        training.write_outputs(run, tmp_path, metrics, results)
+    assert _one_line(info).startswith(f"{results} was not written: Ultralytics wrote no ")
+    (tmp_path / "ultralytics").mkdir()
+    (tmp_path / "ultralytics" / "results.csv").write_text("epoch,train/box_loss\n1,1.5\n")
+    with pytest.raises(UserError, match="column 'metrics/precision.B.'"):
+        training.write_outputs(run, tmp_path, metrics, results)
+    assert not metrics.exists() and not results.exists()
+    unavailable = {"backend": "eager", "seed": 0, "status": "unavailable"}
+    (tmp_path / "ultralytics" / "results.csv").unlink()
+    training.write_outputs(unavailable, tmp_path, metrics, results)
+    assert results.read_text() == "" and json.loads(metrics.read_text())["status"] == "unavailable"
+
+
+def test_declarations_match_what_the_writers_write() -> None:
+    """Each declared column is one its writer writes, and the plots draw declared columns."""
+    from attnbench import kernelbench, parity, plots, sections
+
+    assert set(intermediates.PARITY.columns) <= set(parity.COLUMNS)
+    assert set(intermediates.KERNELS.columns) <= set(kernelbench.COLUMNS)
+    written = {
+        "summary": tables.SUMMARY_COLUMNS,
+        "comparisons": tables.COMPARISON_COLUMNS,
+        "drift": tables.DRIFT_COLUMNS,
+        "replica": tables.REPLICA_COLUMNS,
+    }
+    for name, columns in written.items():
+        assert set(intermediates.TABLES[name].columns) <= set(columns), name
+    assert {c for c, _ in plots.CURVES} <= set(intermediates.EPOCH_COLUMNS)
+    assert {"mAP50", "mAP50_95"} <= set(intermediates.ACCURACY_COLUMNS) & set(tables.METRIC_BY_KEY)
+    assert {"backend", "seed", "status"} <= set(sections.RUN_COLUMNS)
+
+
+# --------------------------------------------------------------------------- #
 # Through the real CLI: one small run, then one damaged copy of it per case.
 
 #: One CUDA-only backend (recorded unavailable on a CPU in seconds), one seed: the
@@ -203,3 +364,99 @@ def test_the_named_command_rebuilds_the_file(damaged) -> None:
     assert (work / RUNS).exists() and (work / "results" / "report.html").exists()
     again = snakemake(work, "-n")
     assert isinstance(again, subprocess.CompletedProcess) and "Nothing to be done" in again.stdout
+
+
+# --------------------------------------------------------------------------- #
+# Through the real CLI: files that are whole but empty or without what readers need,
+# each in a copy of the shared reference run (tests/faults_helpers.py: eager trained).
+# Each once passed silently and changed the results (issue 25).
+
+RUN0 = "results/train/eager/seed0"
+CURVES = "results/plots/curves.png"
+METRIC_COLUMNS = list(intermediates.ACCURACY_COLUMNS.values())
+
+#: case -> (file to change, how, the target whose job reads it, phrase of the problem)
+INCOMPLETE = {
+    "empty results.csv of an ok run": (
+        f"{RUN0}/results.csv",
+        "empty",
+        RUNS,
+        "is empty (damaged: its metrics.json says status ok)",
+    ),
+    "results.csv without metric columns": (
+        f"{RUN0}/results.csv",
+        "drop-metric-columns",
+        RUNS,
+        "column 'metrics/precision(B)', 'metrics/recall(B)', 'metrics/mAP50(B)', "
+        "'metrics/mAP50-95(B)' is missing",
+    ),
+    "ok metrics.json without accuracy": (
+        f"{RUN0}/metrics.json",
+        "drop-accuracy",
+        RUNS,
+        "key 'mAP50', 'mAP50_95' is missing (needed when status is 'ok')",
+    ),
+    "empty parity csv": ("results/parity/eager.csv", "empty", RUNS, "is empty (damaged)"),
+    "empty runs.csv": (RUNS, "empty", CURVES, "is empty (damaged)"),
+    "epochs.csv without metric columns": (
+        "results/tables/epochs.csv",
+        "drop-metric-columns",
+        CURVES,
+        "column 'metrics/precision(B)'",
+    ),
+}
+
+
+def _make_incomplete(path: Path, how: str) -> None:
+    if how == "empty":
+        path.write_text("")
+    elif how == "drop-accuracy":
+        data = json.loads(path.read_text())
+        del data["mAP50"], data["mAP50_95"]
+        path.write_text(json.dumps(data))
+    else:  # Ultralytics pads its column names: match them stripped
+        frame = pd.read_csv(path)
+        frame.drop(columns=[c for c in frame if str(c).strip() in METRIC_COLUMNS]).to_csv(
+            path, index=False
+        )
+
+
+@pytest.fixture(scope="module")
+def incomplete(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, Path]]:
+    ref = reference_run(tmp_path_factory.mktemp("incomplete-reference"))
+    base = tmp_path_factory.mktemp("incomplete")
+    jobs = {}
+    for name, (target, how, reader, _) in INCOMPLETE.items():
+        work = base / name.replace(" ", "-")
+        shutil.copytree(ref.work, work, symlinks=True, ignore=shutil.ignore_patterns("*.pt"))
+        _make_incomplete(work / target, how)
+        (work / reader).unlink(missing_ok=True)  # the reading job must run
+        jobs[name] = (work, ("--cores", "1", reader), clean_env())
+    done = run_all(jobs, timeout=300)
+    return {name: (rc, out, jobs[name][0]) for name, (rc, out) in done.items()}
+
+
+@pytest.mark.parametrize("case", list(INCOMPLETE))
+def test_incomplete_input_fails_the_reader_in_one_line(incomplete, case: str) -> None:
+    """Non-zero exit and one `Error:` line naming the file, what is wrong and the
+    `--forcerun` command, where the run once went on and reported less."""
+    rc, out, work = incomplete[case]
+    target, _, reader, problem = INCOMPLETE[case]
+    assert rc != 0, out[-4000:]
+    errors = lines_with(out, f"Error: {target} ")
+    assert len(errors) == 1, out[-4000:]
+    assert problem in errors[0], errors[0]
+    assert f"`snakemake --cores 1 --forcerun {target}`" in errors[0]
+    assert "Traceback" not in out, out[-4000:]
+    assert not (work / reader).exists()  # nothing the next run could trust
+
+
+def test_the_named_command_rebuilds_an_empty_run_table(incomplete) -> None:
+    rc, out, work = incomplete["empty runs.csv"]
+    command = lines_with(out, f"Error: {RUNS} ")[0].split("`")[1].split()
+    repaired = snakemake(work, *command[1:], "--set-threads", "build_flash_attn=1")
+    assert repaired.returncode == 0, repaired.stdout[-4000:]
+    intact = incomplete["epochs.csv without metric columns"][2] / RUNS  # the reference's
+    cols = ["backend", "seed", "status"]
+    pd.testing.assert_frame_equal(pd.read_csv(work / RUNS)[cols], pd.read_csv(intact)[cols])
+    assert (work / CURVES).exists() and (work / "results" / "report.html").exists()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ RF = {"workspace": "acme", "project": "weeds", "version": 3, "format": "yolov11"
 # case -> (FakeRoboflow knobs, config overrides of dataset.roboflow, key or None,
 #          phrases the one-line error must hold)
 ROBOFLOW = {
-    "no key": ({}, {}, None, ["ROBOFLOW_API_KEY is not set", "dataset.source: demo or local"]),
+    # "no key" stops when the DAG is planned, before this rule: tests/test_faults_config.py
     "bad key": ({}, {}, "wrongkey9", ["rejected the API key", "Settings -> API Keys"]),
     "missing project": ({}, {"project": "nope"}, KEY, ["project 'nope' was not found"]),
     "missing version": (
@@ -83,6 +85,53 @@ DATASET = {
 }
 
 
+def _without_labels(root: Path) -> str:
+    shutil.rmtree(root / "valid" / "labels")
+    return str(root)
+
+
+def _nc_three(root: Path) -> str:
+    (root / "data.yaml").write_text("nc: 3\nnames: [crop, weed]\n")
+    return str(root)
+
+
+def _zip_with_escape(root: Path) -> str:
+    archive = root.parent / f"{root.name}.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(root).as_posix())
+        zf.writestr("../outside.txt", b"x")
+    return str(archive)
+
+
+# case -> (makes dataset.local from a good dataset, extra dataset settings, the rule that
+#          reads it, phrases of the one-line error; None: the run passes)
+STAGES = {
+    "split without labels": (
+        _without_labels,
+        {},
+        "validate_dataset",
+        ["the val split has 3 image(s) and no label file in ", "valid/labels: ",
+         "dataset.allow_background_only: true"],
+    ),
+    "split without labels, allowed": (
+        _without_labels, {"allow_background_only": True}, "validate_dataset", None
+    ),
+    "nc disagrees with names": (
+        _nc_three,
+        {},
+        "fetch_dataset",
+        ["data.yaml: nc is 3 but names lists 2 class(es) (crop, weed)", "nc: 2, or 3 names"],
+    ),
+    "zip entry outside the dataset": (
+        _zip_with_escape,
+        {},
+        "fetch_dataset",
+        ["has the entry '../outside.txt' (a '..' part)", "nothing was unpacked"],
+    ),
+}  # fmt: skip
+
+
 def _slug(name: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in name).split())
 
@@ -124,6 +173,14 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
             data_dir = f"results/data/local-{root.name}"
             jobs[name] = (work, ("--cores", "1", f"{data_dir}/summary.json"), clean_env())
             info[name] = {"work": work, "data_dir": work / data_dir, "damaged": damaged}
+        for name, (make, settings, _, _) in STAGES.items():
+            root = make_dataset(base / "stages" / _slug(name), 8, 3, 64)
+            local = make(root)
+            dataset = {"source": "local", "local": local, **settings}
+            work = workdir(base / f"stage-{_slug(name)}", {"dataset": dataset})
+            data_dir = f"results/data/local-{Path(local).name.removesuffix('.zip')}"
+            jobs[name] = (work, ("--cores", "1", f"{data_dir}/summary.json"), clean_env())
+            info[name] = {"work": work, "data_dir": work / data_dir, "local": Path(local)}
         for name, (rc, out) in run_all(jobs, timeout=300).items():
             info[name].update(rc=rc, out=out)
     for name in DATASET:
@@ -202,3 +259,30 @@ def test_fixing_a_local_dataset_is_seen_by_the_rerun(outcomes) -> None:
     summary = json.loads((run["data_dir"] / "summary.json").read_text())
     assert summary["problems"] == [] and summary["splits"]["train"]["images"] == 8
     assert not (run["data_dir"] / "problems.json").exists()
+
+
+@pytest.mark.parametrize("case", [c for c, v in STAGES.items() if v[3] is not None])
+def test_dataset_stage_refuses_in_one_line(outcomes, case: str) -> None:
+    """Each once passed: labels lost, nc rewritten to fit the names, a zip's `..` entry
+    kept inside the dataset. Now the job that meets it fails naming the file or value,
+    and leaves no dataset a rerun could trust."""
+    run = outcomes[case]
+    _, _, rule, phrases = STAGES[case]
+    assert run["rc"] != 0, run["out"][-3000:]
+    assert f"Error in rule {rule}" in run["out"]
+    line = _error_line(run["out"])
+    for phrase in phrases:
+        assert phrase in line, line
+    if rule == "fetch_dataset":
+        assert str(run["local"]) in line, line  # the user's folder or zip, not a staging copy
+    assert "Traceback" not in run["out"]
+    assert not (run["data_dir"] / "summary.json").exists()
+    assert leftovers(run["work"] / "results") == []
+
+
+def test_background_only_split_passes_when_the_config_says_so(outcomes) -> None:
+    run = outcomes["split without labels, allowed"]
+    assert run["rc"] == 0, run["out"][-3000:]
+    summary = json.loads((run["data_dir"] / "summary.json").read_text())
+    assert summary["background_only"] == ["val"]
+    assert summary["splits"]["val"]["backgrounds"] == summary["splits"]["val"]["images"] == 3

@@ -107,8 +107,29 @@ def read_data_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def class_names(data: Mapping[str, Any], where: Path) -> list[str]:
-    """Class names in id order from a data.yaml mapping (`names` list or dict, or `nc`)."""
+def class_names(data: Mapping[str, Any], where: str | os.PathLike) -> list[str]:
+    """Class names in id order from a data.yaml mapping (`names` list or dict, or `nc`).
+
+    An `nc` beside the names must count them: which of the two is wrong is the user's
+    call, so a disagreement is an error naming both, never silently rewritten.
+    """
+    names = _names(data, where)
+    nc = data.get("nc")
+    if names is not None and nc is not None and (nc is True or nc is False or nc != len(names)):
+        listed = ", ".join(names)
+        raise UserError(
+            f"{where}: nc is {nc!r} but names lists {len(names)} class(es) ({listed}): "
+            f"make them agree (nc: {len(names)}, or {nc!r} names)"
+        )
+    if names is not None:
+        return names
+    if isinstance(nc, int) and not isinstance(nc, bool) and nc > 0:
+        return [f"class_{i}" for i in range(nc)]
+    raise UserError(f"{where} has no class names: add `names: [a, b, ...]` to it")
+
+
+def _names(data: Mapping[str, Any], where: str | os.PathLike) -> list[str] | None:
+    """The `names` of a data.yaml mapping in id order, or None when it has none."""
     names = data.get("names")
     if isinstance(names, list) and names:
         return [str(n) for n in names]
@@ -123,20 +144,24 @@ def class_names(data: Mapping[str, Any], where: Path) -> list[str]:
             raise UserError(f"{where}: names keys must be class ids 0..{len(ids) - 1}, got {ids}")
         by_id = {int(k): str(v) for k, v in names.items()}
         return [by_id[i] for i in ids]
-    nc = data.get("nc")
-    if isinstance(nc, int) and nc > 0:
-        return [f"class_{i}" for i in range(nc)]
-    raise UserError(f"{where} has no class names: add `names: [a, b, ...]` to it")
+    return None
 
 
-def write_source_yaml(staging: Path, final_root: Path, data: Mapping[str, Any]) -> None:
+def write_source_yaml(
+    staging: Path,
+    final_root: Path,
+    data: Mapping[str, Any],
+    where: str | os.PathLike | None = None,
+) -> None:
     """Rewrite staging/data.yaml so it points at `final_root` (absolute) and our split folders.
+
+    `where` names the user's data.yaml in errors (default: the staged copy).
 
     Ultralytics resolves a relative `path` against its own datasets folder, not the
     YAML's folder, so the path must be absolute; Roboflow's `../train/images` style
     entries are replaced by the folders that exist.
     """
-    names = class_names(data, staging / "data.yaml")
+    names = class_names(data, where or staging / "data.yaml")
     out = {
         k: v for k, v in data.items() if k not in ("path", "train", "val", "test", "names", "nc")
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -89,6 +90,21 @@ def _copy_tree(root: Path, dest: Path, link: bool) -> _Linker:
     return linker
 
 
+def unsafe_entry(name: str) -> str | None:
+    """Why a zip entry would land outside the folder it is unpacked into, or None.
+
+    Absolute names (a leading slash or backslash, or a drive such as `C:`) and any `..`
+    part are refused, with either slash: zipfile would quietly rewrite them and keep
+    files where the archive never meant to put them.
+    """
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    if ".." in parts:
+        return "a '..' part"
+    return None
+
+
 def _unzip(archive: Path, into: Path) -> None:
     if not zipfile.is_zipfile(archive):
         raise UserError(
@@ -97,7 +113,15 @@ def _unzip(archive: Path, into: Path) -> None:
         )
     try:
         with zipfile.ZipFile(archive) as zf:
-            zf.extractall(into)  # extractall drops absolute paths and '..' parts
+            for name in zf.namelist():  # all of them, before anything is unpacked
+                if why := unsafe_entry(name):
+                    raise UserError(
+                        f"dataset.local = {archive} has the entry {name!r} ({why}), which "
+                        "would unpack outside the dataset folder; nothing was unpacked: "
+                        "rebuild the zip with relative paths (cd into the dataset folder; "
+                        "zip -r ../dataset.zip .)"
+                    )
+            zf.extractall(into)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(
@@ -122,6 +146,7 @@ def import_dataset(path: str | os.PathLike, out_dir: str | os.PathLike, link: bo
     with staging_dir(out_dir) as staging:
         if src.is_dir():
             root = _dataset_root(src)
+            where: str | Path = root / "data.yaml"  # the user's file, named in errors
             check_layout(root, f"dataset.local = {src}")
             linker = _copy_tree(root, staging, link)
             LOG.info(
@@ -131,10 +156,11 @@ def import_dataset(path: str | os.PathLike, out_dir: str | os.PathLike, link: bo
             unpacked = staging / ".unpacked"
             _unzip(src, unpacked)
             root = _dataset_root(unpacked)
-            where = f"dataset.local = {src}" + (f" ({root.name}/)" if root != unpacked else "")
-            check_layout(root, where)
+            inside = f"{root.name}/" if root != unpacked else ""
+            check_layout(root, f"dataset.local = {src}" + (f" ({inside})" if inside else ""))
+            where = f"{inside}data.yaml in {src}"
             move_tree(root, staging)
             shutil.rmtree(unpacked)
             LOG.info("imported %s (unzipped)", src)
-        write_source_yaml(staging, out_dir, read_data_yaml(staging / "data.yaml"))
+        write_source_yaml(staging, out_dir, read_data_yaml(staging / "data.yaml"), where)
     return out_dir

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import requests
 
-from attnbench.config import ROBOFLOW_KEY_ENV
+from attnbench.config import ROBOFLOW_KEY_ENV, ROBOFLOW_KEY_MISSING
 from attnbench.datasets import (
     check_layout,
     find_splits,
@@ -307,11 +307,8 @@ def download(
     the SDK's "still generating / exporting" polling. Returns `out_dir`.
     """
     key = os.environ.get(ROBOFLOW_KEY_ENV, "").strip()
-    if not key:
-        raise UserError(
-            f"{ROBOFLOW_KEY_ENV} is not set: set ROBOFLOW_API_KEY to your Roboflow API key "
-            "(app.roboflow.com -> Settings -> API Keys), or use dataset.source: demo or local"
-        )
+    if not key:  # rules/common.smk stops earlier, when the DAG is planned
+        raise UserError(ROBOFLOW_KEY_MISSING)
     out_dir = Path(out_dir)
     what = f"{workspace}/{project}/{version} ({fmt})"
     steps = _Steps(key, timeout_s, max_wait_s)
@@ -363,7 +360,8 @@ def download(
             _verify(target, what)
             move_tree(target, staging)
             target.rmdir()
-            write_source_yaml(staging, out_dir, read_data_yaml(staging / "data.yaml"))
+            data = read_data_yaml(staging / "data.yaml")
+            write_source_yaml(staging, out_dir, data, f"data.yaml of the Roboflow export {what}")
     except UserError as exc:
         raise UserError(redact(str(exc), key)) from None
     LOG.info("downloaded %s in %.1f s into %s", what, time.monotonic() - started, out_dir)

@@ -5,7 +5,8 @@ trains on the rest, so two runs could see different data without anyone noticing
 every problem is listed by file before training: policy `fail` stops with the list (in
 problems.json), policy `drop` leaves those images out of the image lists and says so in
 summary.json. Images without a label file, or with an empty one, are background images,
-as in Ultralytics.
+as in Ultralytics; but a split in which no image has a label file at all is an error
+(labels lost on the way) unless `allow_background_only` says that is intended.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from attnbench import io
+from attnbench import intermediates, io
 from attnbench.datasets import (
     SPLIT_DIRS,
     check_layout,
@@ -62,6 +63,7 @@ class ImageRecord:
     size: tuple[int, int] | None = None  # (width, height) as displayed (EXIF applied)
     classes: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    labelled: bool = False  # it has a label file (an empty one says: background)
 
 
 def image_size(path: Path) -> tuple[tuple[int, int] | None, str | None]:
@@ -149,7 +151,8 @@ def _check(record: ImageRecord, split: str, root: Path, num_classes: int) -> Ima
     if why:
         record.problems.append(Problem(image_rel, split, "unreadable_image", why, image_rel))
     labels = label_path(record.path)
-    if labels.is_file():
+    record.labelled = labels.is_file()
+    if record.labelled:
         record.classes, issues = check_label_file(labels, num_classes)
         label_rel = labels.relative_to(root).as_posix()
         record.problems += [Problem(label_rel, split, kind, msg, image_rel) for kind, msg in issues]
@@ -203,6 +206,20 @@ def _first_problems(problems: list[Problem]) -> str:
     return shown + (f"; and {more} more" if more > 0 else "")
 
 
+def _unlabelled(source_dir: Path, records: dict[str, list[ImageRecord]], splits: list[str]) -> str:
+    """The one-line error for splits whose images have no label file at all."""
+    folders = find_splits(source_dir)
+    where = "; ".join(
+        f"the {s} split has {len(records[s])} image(s) and no label file in {folders[s] / 'labels'}"
+        for s in splits
+    )
+    return (
+        f"{where}: add the YOLO label files (one .txt per image, empty for an image "
+        "without objects), or set dataset.allow_background_only: true if these images "
+        "are meant to be background only"
+    )
+
+
 def summarize(
     source_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -210,12 +227,14 @@ def summarize(
     name: str | None = None,
     source: str | None = None,
     reason: str | None = None,
+    allow_background_only: bool = False,
 ) -> dict[str, Any]:
     """Validate `source_dir` and write summary.json, data.yaml and the image lists to `out_dir`.
 
     On failure (policy `fail` with problems, or a train/val split left empty) only
     problems.json is written and stale outputs are removed, so nothing a rerun would
-    trust is left behind. Returns the summary.
+    trust is left behind. A split with images but not one label file fails too, unless
+    `allow_background_only` (config dataset.allow_background_only). Returns the summary.
     """
     if policy not in POLICIES:
         raise UserError(f"dataset.on_problems = {policy!r} is unknown: use fail or drop")
@@ -226,6 +245,9 @@ def summarize(
     _clear(out_dir, [*outputs, PROBLEMS_FILE])
 
     names, records, split_problems = scan(source_dir)
+    unlabelled = [s for s, recs in records.items() if recs and not any(r.labelled for r in recs)]
+    if unlabelled and not allow_background_only:
+        raise UserError(_unlabelled(source_dir, records, unlabelled))
     problems = split_problems + [p for split in records.values() for r in split for p in r.problems]
     bad_images = {p.image for p in problems if p.image}
     kept = {
@@ -271,8 +293,11 @@ def summarize(
         "splits": {split: _split_summary(kept[split], names) for split in records},
         "problems": [p.as_dict() for p in problems],
         "dropped": len(bad_images),
+        # Splits accepted without a single label file (dataset.allow_background_only).
+        "background_only": unlabelled,
     }
-    io.write_json(out_dir / "summary.json", summary)  # last: its presence means complete
+    # Last: its presence means complete.
+    io.write_json(out_dir / "summary.json", summary, schema=intermediates.DATASET_SUMMARY)
     for split, info in summary["splits"].items():
         LOG.info(
             "%s: %d images, %d boxes %s, %d background",
