@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from attnbench import tables
 from attnbench.io import atomic_path
-from attnbench.scriptutil import rule_logging
+from attnbench.scriptutil import rule_logging, settings_param
 
 smk = snakemake
 
@@ -17,7 +17,7 @@ with rule_logging(smk) as log:
         smk.input.results,
         smk.input.parity,
         smk.input.kernels,
-        smk.params.analysis,
+        settings_param(smk, "analysis"),
     )
     for name, table in written.items():
         if smk.output.get(name) is None:  # a table this rule does not declare

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attnbench import config as cfg
 from attnbench import schedule
 
 DEFAULT_BACKENDS = ("eager", "sdpa", "sdpa_flash", "flash_attn")
@@ -616,6 +617,9 @@ class NamedList(list):
     def get(self, name: str, default: object = None) -> object:
         return self._names.get(name, default)
 
+    def items(self):
+        return self._names.items()
+
 
 @dataclass
 class FakeSnakemake:
@@ -668,7 +672,7 @@ def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager
         ),
         output=NamedList(**{n: str(tables / f"{n}.csv") for n in TABLE_NAMES}),
         params=NamedList(
-            analysis=json.dumps({k: config[k] for k in ("analysis", "backends", "seeds")})
+            **cfg.keyed("analysis", {k: config[k] for k in ("analysis", "backends", "seeds")})
         ),
         log=NamedList([str(out / "logs" / "aggregate.log")]),
         scriptdir=scriptdir,
@@ -693,13 +697,14 @@ def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager
         ),
         output=NamedList([str(out / "report.html")]),
         params=NamedList(
+            **cfg.keyed("train", {"epochs": 5, "batch": 8, "imgsz": 640, "amp": True}),
             title=config["report"]["title"],
-            config=json.dumps(config, sort_keys=True),
+            config=cfg.digest(config),  # the script reads the config itself, as in the rule
             dataset_reason=summary["reason"],
-            train=json.dumps({"epochs": 5, "batch": 8, "imgsz": 640, "amp": True}),
         ),
         log=NamedList([str(out / "logs" / "report.log")]),
         scriptdir=scriptdir,
+        config=config,
     )
     return {"aggregate": aggregate, "plots": plot_job, "report": report}
 

@@ -321,13 +321,15 @@ def test_number_formatting():
 
 def test_rule_jobs_match_the_rules():
     """The fake jobs use the same input/output/param names as rules/analysis.smk and report.smk."""
-    text = (REPO / "rules" / "analysis.smk").read_text() + (
-        REPO / "rules" / "report.smk"
-    ).read_text()
+    text = "".join(
+        (REPO / "rules" / f"{name}.smk").read_text() for name in ("analysis", "report", "common")
+    )
     for name in ("runs", "summary", "comparisons", "epochs", "kernels", "parity", "curves",
-                 "epoch_time", "memory", "speed_memory", "analysis", "baseline", "title",
-                 "config", "dataset_reason", "train", "template", "backends", "dataset"):  # fmt: skip
+                 "epoch_time", "memory", "speed_memory", "baseline", "title",
+                 "config", "dataset_reason", "template", "backends", "dataset"):  # fmt: skip
         assert re.search(rf"\b{name}\s*=", text), name
+    for name in ("analysis", "train"):  # one param per key: **cfg.keyed(name, ...)
+        assert re.search(rf'cfg\.keyed\(\s*"{name}"', text), name
 
 
 def test_zero_variance_difference_is_called_deterministic_not_a_single_observation():
