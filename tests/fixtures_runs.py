@@ -367,6 +367,7 @@ def make_study(
     replica: bool = False,
     order_seed: int = 0,
     drift: float = 0.0,
+    learns: bool = True,
 ) -> FakeStudy:
     """Write a fake `results/` tree under `root` and return its paths.
 
@@ -374,7 +375,8 @@ def make_study(
     `failed` maps (backend, seed) to a status such as "oom". `replica` adds the first
     backend's A/A control (`<baseline>_replica`: same kernel, so the same learning and
     memory for a seed, its own timings). Runs start in `schedule.planned_order(order_seed)`;
-    `drift` makes step time change by that fraction per position in it.
+    `drift` makes step time change by that fraction per position in it. `learns` False
+    gives mAP 0 in every epoch, as the demo's one-epoch runs have.
     """
     root = Path(root)
     rng = np.random.default_rng(rng_seed)
@@ -408,6 +410,9 @@ def make_study(
             if status == "ok":
                 final = 0.75 + learn.normal(0, 0.004)
                 rows = _epochs(learn, epochs, epoch_base * speed, final, clock)
+                if not learns:
+                    for row in rows:
+                        row["metrics/mAP50(B)"] = row["metrics/mAP50-95(B)"] = 0.0
             order = position[(backend, seed)]
             metrics = _metrics(
                 backend,
@@ -722,6 +727,17 @@ STUDIES: dict[str, dict] = {
     },
     # A CPU host: no GPU memory, one seed, no kernel sweep.
     "cpu-one-seed": {"device": "cpu", "seeds": (0,), "kernel_sweep": False},
+    # The CPU demo as the default command runs it: the demo dataset, a CUDA-only backend
+    # unavailable, the A/A replica, two seeds, nothing learned (mAP 0 everywhere).
+    "cpu-demo": {
+        "device": "cpu",
+        "backends": ("eager", "sdpa", "sdpa_cudnn"),
+        "seeds": (0, 1),
+        "epochs": 1,
+        "unavailable": {"sdpa_cudnn": "sdpa_cudnn needs a CUDA GPU; this host runs on the CPU"},
+        "replica": True,
+        "learns": False,
+    },
 }
 
 

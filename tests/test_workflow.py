@@ -125,6 +125,22 @@ def test_each_run_records_its_status(workdir, backend, seed):
         assert (run_dir / "results.csv").read_text() == ""
 
 
+def test_demo_report_says_smoke_test_first_and_makes_no_gpu_claim(workdir):
+    """The real CPU demo's page: the smoke-test box before the answer, CPU names, no regime,
+    and no "identical: equivalent" for its mAP (tests/test_browser.py checks this in Chromium)."""
+    html = (workdir / "results" / "report.html").read_text()
+    start = html.index('<section id="answer">')
+    answer = html[start : html.index("</section>", start)]
+    assert answer.index("Read this first: these numbers are a smoke test on a CPU") < answer.index(
+        '<div class="answer">'
+    )
+    for claim in ("GPU-bound", "host-bound", "GPU time", "Amdahl", "tested statement"):
+        assert claim not in answer, claim
+    assert "Regime: not measurable here" in answer and "CPU op time per step" in answer
+    # After one epoch the demo learns nothing (mAP 0): never "identical ...: equivalent".
+    assert "seeds: equivalent)" not in answer
+
+
 def test_unchanged_config_plans_nothing(workdir):
     assert _plan(workdir) == ({}, [])
 
