@@ -1,5 +1,6 @@
-"""What limits the report's answer: demo data, too few seeds, runs that did not finish,
-kernel mismatches and drift over run order, one line each.
+"""What limits the report's answer, one line each: first its scope (a smoke test on demo
+data, a run without a GPU), which the page says before anything else; then too few
+seeds, runs that did not finish, kernel mismatches and drift over run order.
 """
 
 from __future__ import annotations
@@ -11,23 +12,41 @@ import pandas as pd
 
 from attnbench import tables
 from attnbench.formatting import is_finite, metric_fmt, na_text, p_is
+from attnbench.lookups import on_cpu
 
 
-def caveats(
-    runs: pd.DataFrame,
-    dataset: Mapping[str, Any],
-    reason: str,
-    drift: pd.DataFrame | None = None,
-    alpha: float = 0.05,
-) -> list[str]:
-    """What limits the answer: demo data, single seeds, skipped or failed runs, kernel
-    mismatch, drift over run order."""
-    out = []
-    if is_demo(dataset):
-        out.append(
+def scope(runs: pd.DataFrame, dataset: Mapping[str, Any], reason: str) -> dict[str, Any] | None:
+    """What the page must say before anything else: a smoke test (the demo dataset) or a
+    run without a GPU. None for a real study on a GPU.
+
+    Returns {"title": ..., "lines": [...]}: the box's heading and one line per limit.
+    """
+    demo, cpu = is_demo(dataset), on_cpu(runs)
+    if not (demo or cpu):
+        return None
+    lines = []
+    if demo:
+        lines.append(
             f"The dataset is the embedded synthetic demo ({reason}). These numbers are a smoke "
             "test of the workflow, not a result: do not quote them."
         )
+    if cpu:
+        lines.append(
+            "No GPU was used: every finished run trained on the CPU. Times are CPU times, "
+            "\"op time\" is the profiler's CPU op time, GPU memory was not recorded, and "
+            "nothing here says how an attention kernel behaves on a GPU."
+        )
+    what = "these numbers are a smoke test" if demo else "these numbers are not a GPU result"
+    title = f"Read this first: {what}" + (" on a CPU" if demo and cpu else "")
+    return {"title": title, "lines": lines}
+
+
+def caveats(
+    runs: pd.DataFrame, drift: pd.DataFrame | None = None, alpha: float = 0.05
+) -> list[str]:
+    """What limits the answer beyond `scope` (demo data, no GPU), which the page says
+    first: single seeds, skipped or failed runs, kernel mismatch, drift over run order."""
+    out = []
     ok = tables.ok_runs(runs)
     if not ok.empty:
         per_backend = ok.groupby("backend").size()

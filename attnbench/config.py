@@ -13,7 +13,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -345,3 +345,24 @@ def local_fingerprint(path: str | os.PathLike) -> str:
 def canonical(value: Any) -> str:
     """A canonical JSON string for rule params (sorted keys, stable floats)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+KEYED_SEP = "__"  # `<name>__<key>`: a keyed param's name (attnbench.scriptutil.settings_param)
+
+
+def keyed(name: str, settings: Mapping[str, Any]) -> dict[str, str]:
+    """Rule params for a settings mapping, one per key: `<name>__<key>` = canonical {key: value}.
+
+    `snakemake -n` prints a changed param's whole value, before and now; one param per key
+    keeps that reason line to the keys that changed (a whole settings section is hundreds
+    of characters, twice). Snakemake compares params as a set of values with the names
+    ignored, so each value carries its key: a swap (imgsz 64, batch 32 -> 32, 64) still
+    counts as a change. Use in a rule as `params: **cfg.keyed("train", TRAIN)`.
+    """
+    return {f"{name}{KEYED_SEP}{key}": canonical({key: value}) for key, value in settings.items()}
+
+
+def digest(value: Any) -> str:
+    """A short digest of a value's canonical JSON: a param that reruns a rule whenever the
+    value changes, without printing the value in every dry run."""
+    return hashlib.sha256(canonical(value).encode()).hexdigest()[:16]

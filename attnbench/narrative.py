@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from attnbench import tables
+from attnbench import narrative_scope, tables
 from attnbench.clauses import certainty_clause, difference_text, power_clause, verdict_clause
 from attnbench.formatting import (
     confidence_text,
@@ -62,8 +62,8 @@ def headline(
         gpu_time_sentence(summary, comparisons, baseline, alpha, cpu),
         regime_sentence(summary, baseline, cpu),
         speed_sentence(summary, comparisons, baseline, alpha),
-        accuracy_sentence(comparisons, baseline, tost_margin, alpha),
-        noise_floor_sentence(comparisons, replica, baseline, alpha),
+        accuracy_sentence(comparisons, baseline, tost_margin, alpha, summary),
+        noise_floor_sentence(comparisons, replica, baseline, alpha, cpu),
         _tally(comparisons, alpha, speed_metric(comparisons, summary)),
     ]
     return [s for s in out if s]
@@ -148,13 +148,22 @@ def gpu_time_sentence(
 
 
 def regime_sentence(summary: pd.DataFrame, baseline: str, cpu: bool) -> str:
-    """4. Host- or GPU-bound, from the GPU-busy fraction, and the Amdahl ceiling."""
+    """4. Host- or GPU-bound, from the GPU-busy fraction, and the Amdahl ceiling.
+
+    Only with a GPU: on a CPU the profiler's op time overlaps the step itself (ops run on
+    several threads), so no regime and no ceiling follow from it.
+    """
     busy = row_where(summary, backend=baseline, metric="gpu_busy_fraction")
     step = row_where(summary, backend=baseline, metric=STEP)
     if busy is None or not is_finite(busy["mean"]):
         return ""
+    if cpu:
+        return (
+            "Regime: not measurable here: no GPU was used, so whether a faster attention "
+            "kernel would reach the step time is not something these runs can say."
+        )
     frac = float(busy["mean"])
-    device = "the CPU's ops" if cpu else "the GPU"
+    device = "the GPU"
     if frac < HOST_BOUND:
         regime = (
             "the loop is host-bound (Python and kernel launches), so a faster kernel hardly "
@@ -224,19 +233,47 @@ def speed_sentence(
     return text + power_clause(best) + "."
 
 
-def accuracy_sentence(comparisons: pd.DataFrame, baseline: str, margin: float, alpha: float) -> str:
-    """6. Accuracy: paired TOST equivalence of mAP50-95 within ±margin, per arm."""
+def accuracy_sentence(
+    comparisons: pd.DataFrame,
+    baseline: str,
+    margin: float,
+    alpha: float,
+    summary: pd.DataFrame | None = None,
+) -> str:
+    """6. Accuracy: paired TOST equivalence of mAP50-95 within ±margin, per arm.
+
+    An accuracy that is 0 in every run of both arms, or one value in every run of both
+    (per `summary`), measured nothing: "not measurable here", never "equivalent". A
+    difference identical in every seed, where the accuracy itself varied, is exact.
+    """
     rows = compared_arms(comparisons, ACCURACY)
     if rows.empty:
         return f"mAP50-95 cannot be compared with {baseline} (no finished runs on both sides)."
+    summary = pd.DataFrame() if summary is None else summary
+    why = {
+        r["backend"]: narrative_scope.unmeasurable(summary, ACCURACY, r["backend"], baseline)
+        for _, r in rows.iterrows()
+    }
+    if all(why.values()):
+        reasons = "; ".join(dict.fromkeys(why.values()))
+        return (
+            f"Accuracy (mAP50-95 against {baseline}): {narrative_scope.NOT_MEASURABLE} "
+            f"({reasons}), so whether the backends are equivalent cannot be judged from "
+            "these runs."
+        )
     parts = []
     for _, comp in rows.iterrows():
         name = comp["backend"]
         diff = f"{name} {fmt_map_diff(comp['diff'])}"
         label = comp["equivalence"]
         eq_ci = interval(comp.get("tost_ci_low"), comp.get("tost_ci_high"), fmt_map_diff)
-        if truthy(comp.get("identical")):
-            parts.append(f"{diff} (identical across {int(comp['n'])} seeds: {label})")
+        if why[name]:
+            parts.append(f"{name}: {narrative_scope.NOT_MEASURABLE} ({why[name]})")
+        elif truthy(comp.get("identical")):
+            parts.append(
+                f"{diff} (identical in each of {int(comp['n'])} seeds: the exact difference, "
+                "not a test)"
+            )
         elif label == "equivalent":
             parts.append(
                 f"{diff}: equivalent within ±{margin:g} ({confidence_text(2 * alpha)} CI "
@@ -254,7 +291,9 @@ def accuracy_sentence(comparisons: pd.DataFrame, baseline: str, margin: float, a
                 f"{diff}: equivalence within ±{margin:g} not shown ({confidence_text(2 * alpha)} "
                 f"CI {eq_ci}, TOST Holm-adjusted {p_is(comp['tost_p_holm'])}), nor a difference"
             )
-    tested = (rows["equivalence"] == "equivalent").all()
+    tested = (rows["equivalence"] == "equivalent").all() and not any(
+        truthy(v) for v in rows["identical"]
+    )
     tail = (
         ": the seed study's 'identical accuracy' holds here as a tested statement."
         if tested
@@ -264,7 +303,11 @@ def accuracy_sentence(comparisons: pd.DataFrame, baseline: str, margin: float, a
 
 
 def noise_floor_sentence(
-    comparisons: pd.DataFrame, replica: pd.DataFrame | None, baseline: str, alpha: float
+    comparisons: pd.DataFrame,
+    replica: pd.DataFrame | None,
+    baseline: str,
+    alpha: float,
+    cpu: bool = False,
 ) -> str:
     """The A/A control: baseline against its replica, and whether the runs were bit-identical."""
     if comparisons is None or comparisons.empty or "replica" not in comparisons:
@@ -278,7 +321,7 @@ def noise_floor_sentence(
     for metric in (STEP, GPU_TIME, SPEED):
         row = row_where(rows, metric=metric)
         if row is not None:
-            parts.append(f"{tables.METRIC_BY_KEY[metric].label} {difference_text(row, alpha)}")
+            parts.append(f"{narrative_scope.label(metric, cpu)} {difference_text(row, alpha)}")
     text = (
         f"Noise floor (A/A: {baseline} trained again as {name}, same kernel and seeds, its "
         "own jobs): " + ("; ".join(parts) if parts else "see the noise-floor table")

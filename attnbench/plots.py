@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from attnbench import stats, tables
@@ -42,6 +43,15 @@ CURVES = (
     ("val/cls_loss", "val cls loss"),
 )
 GPU_METRICS = {"peak_alloc_mb", "peak_reserved_mb", "peak_device_used_mb"}
+ACCURACY_CURVES = {"metrics/mAP50-95(B)", "metrics/mAP50(B)"}
+
+
+def _backend_legend(fig: plt.Figure, colours: Mapping[str, tuple], order: Sequence[str]) -> None:
+    """One legend for the figure, below the panels, so it covers neither data nor titles."""
+    handles = [Line2D([], [], color=colours[b], marker="o", label=b) for b in order]
+    fig.legend(
+        handles=handles, title="backend", loc="outside lower center", ncols=min(len(order), 6)
+    )
 
 
 def plot_curves(
@@ -74,6 +84,14 @@ def plot_curves(
     )
     for ax, (col, label) in zip(axes.flat, present, strict=False):
         frame = data[["backend", "epoch", col]].dropna()
+        ax.set_title(label)
+        if col in ACCURACY_CURVES and (frame[col] == 0).all():
+            # Nothing learned yet (the demo's one epoch): no flat line that looks like a result.
+            ax.text(0.5, 0.5, f"{label} is 0 in every run and epoch:\nnot measurable here",
+                    ha="center", va="center", transform=ax.transAxes)  # fmt: skip
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         sns.lineplot(
             data=frame,
             x="epoch",
@@ -83,14 +101,15 @@ def plot_curves(
             palette=colours,
             # The same t-interval as the tables (NaN, so no band, below two seeds).
             errorbar=lambda v: stats.t_interval(v, confidence),
+            marker="o",  # one epoch is one point: still visible
             ax=ax,
-            legend=ax is axes.flat[0],
+            legend=False,
         )
-        ax.set_title(label)
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(present) :]:
         ax.set_axis_off()
+    _backend_legend(fig, colours, order)
     n_seeds = sorted(set(data.groupby("backend")["seed"].nunique()))
     seeds = "-".join(str(n) for n in dict.fromkeys([n_seeds[0], n_seeds[-1]]))
     band = f"band = {ci_label(confidence)} t-interval" if n_seeds[-1] > 1 else "no band: one seed"
@@ -250,7 +269,10 @@ def plot_speed_memory(
         "Speed against memory: up and left is better; diamond = mean, "
         f"bars = {ci_label(confidence_of(summary))} CI"
     )
-    ax.legend(title="backend", fontsize=8)
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()  # the figure's own legend, beside the axes, covers no point
+    shown = [b for b in order if b in set(frame["backend"])]
+    _backend_legend(fig, colours, shown)
     save(fig, path)
 
 
@@ -310,6 +332,11 @@ def plot_kernels(
     for ax in grid.axes.flat:
         ax.set_xticks(lengths, [f"{n:g}" for n in lengths])
         ax.xaxis.set_minor_formatter(NullFormatter())
+        low, high = ax.get_ylim()
+        if low > 0 and high / low < 10:
+            # Less than a decade: log ticks would be minor labels (1.8595 x 10^0) that run
+            # into the next panel; a linear axis reads better there.
+            ax.set_yscale("linear")
     what = "forward+backward" if y == "fwdbwd_ms" else "forward"
     grid.set_axis_labels("sequence length N (tokens)", f"{what} time (ms)")
     title = f"Kernel {what} time against sequence length"
@@ -331,7 +358,7 @@ def plot_step_breakdown(
     ok = tables.ok_runs(runs)
     cpu = "device" in ok and not ok["device"].astype(str).str.startswith("cuda").any()
     colours = sns.color_palette("colorblind", len(BREAKDOWN_PARTS))
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.55 * len(frame)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.55 * len(frame)), layout="constrained")
     y = np.arange(len(frame))[::-1]
     left = np.zeros(len(frame))
     for (key, label), colour in zip(BREAKDOWN_PARTS, colours, strict=True):
@@ -354,7 +381,8 @@ def plot_step_breakdown(
     ax.set_yticks(y, frame["backend"])
     ax.set_xlabel("ms per training step (median over seeds)")
     ax.set_xlim(0, float(left.max()) * 1.45 or 1.0)
-    ax.legend(loc="lower right", fontsize=8)
+    # Below the axes: inside, it covered the last bar's label.
+    fig.legend(loc="outside lower center", ncols=len(BREAKDOWN_PARTS), fontsize=8)
     what = "CPU op time (no GPU)" if cpu else "profiled GPU time"
     ax.set_title(f"{title}: {what} against the median step time", loc="left")
     save(fig, path)

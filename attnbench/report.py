@@ -10,6 +10,7 @@ and the page has no external CSS, JS or fonts, so it opens offline.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -26,12 +27,14 @@ from attnbench import (
     intermediates,
     io,
     narrative,
+    narrative_scope,
     sections,
     stat_views,
     sweep_report,
     tables,
 )
 from attnbench.formatting import (
+    TextTable,
     blank,
     confidence_text,
     metric_fmt,
@@ -41,6 +44,7 @@ from attnbench.formatting import (
     text_table,
     yes_no,
 )
+from attnbench.lookups import on_cpu
 
 
 def data_uri(path: str | os.PathLike) -> str:
@@ -55,6 +59,37 @@ def _by_stem(paths: Iterable[str | os.PathLike]) -> dict[str, Path]:
 
 def _failed(row: pd.Series) -> str:
     return "failed" if str(row.get("passed")).lower() in ("false", "0") else ""
+
+
+def _renamed(table: TextTable, names: Mapping[str, str]) -> TextTable:
+    """A table with some column titles replaced (the device's names for them)."""
+    return dataclasses.replace(table, columns=[names.get(c, c) for c in table.columns])
+
+
+def _flag_unmeasurable(view: pd.DataFrame, shown: pd.DataFrame, column: str) -> pd.DataFrame:
+    """A comparison view (its rows indexed as the comparisons they show) with the
+    difference of each row that measured nothing followed by "not measurable here"."""
+    if view.empty or column not in view or "verdict" not in shown:
+        return view
+    rows = shown.reindex(view.index)
+    mask = (rows["verdict"] == narrative_scope.NOT_MEASURABLE).to_numpy()
+    if mask.any():
+        view = view.copy()
+        view.loc[mask, column] = view.loc[mask, column] + f" ({narrative_scope.NOT_MEASURABLE})"
+    return view
+
+
+def _summary_view(summary: pd.DataFrame, cpu: bool) -> pd.DataFrame:
+    """The per-backend summary view, its columns named for the device and a metric that was
+    0 in every run of an arm said to be not measurable there."""
+    view = stat_views.backend_summary_view(summary)
+    if view.empty:
+        return view
+    view = view.rename(columns=narrative_scope.summary_headings(cpu))
+    for (backend, column), text in narrative_scope.summary_cells(summary, cpu).items():
+        if column in view:
+            view.loc[view["backend"] == backend, column] = text
+    return view
 
 
 def build_context(
@@ -90,6 +125,14 @@ def build_context(
     probe = io.read_json(backends_json, schema=intermediates.BACKENDS)
     dataset = io.read_json(dataset_json, schema=intermediates.DATASET_SUMMARY)
     plot_paths = _by_stem(plots)
+    # What the reader sees is named for the device the runs used, and a comparison that
+    # measured nothing (0 everywhere) says so; the headline reads the tables as written.
+    cpu = on_cpu(runs)
+    shown_comparisons = narrative_scope.relabel(
+        narrative_scope.mark_unmeasurable(comparisons, summary), cpu
+    )
+    shown_summary = narrative_scope.relabel(summary, cpu)
+    shown_drift = narrative_scope.relabel(drift, cpu)
 
     env, env_runs = sections.environment_tables(probe, runs)
     facts, splits = sections.dataset_view(dataset)
@@ -112,30 +155,41 @@ def build_context(
         "headline": narrative.headline(
             summary, comparisons, runs, baseline, alpha, margin, replica
         ),
-        "caveats": caveats.caveats(runs, dataset, dataset_reason, drift, alpha),
+        "scope": caveats.scope(runs, dataset, dataset_reason),
+        "cpu": cpu,
+        "caveats": caveats.caveats(runs, shown_drift, alpha),
         "thresholds": settings["thresholds"],
-        "families": sections.families(),
+        "families": sections.families(cpu),
         "permutation_note": sections.PERMUTATION_NOTE,
         "paired_note": tables.PAIRED_NOTE,
-        "noise_floor_table": text_table(stat_views.noise_floor_view(comparisons), default=blank),
+        "noise_floor_table": text_table(
+            _flag_unmeasurable(
+                stat_views.noise_floor_view(shown_comparisons),
+                shown_comparisons,
+                "difference (A/A)",
+            ),
+            default=blank,
+        ),
         "replica_table": text_table(stat_views.replica_view(replica), default=blank),
         "has_replica": not replica.empty,
-        "drift_table": text_table(stat_views.drift_view(drift), default=na_text),
-        "drift_full": text_table(drift, formats={"p": pval, "p_within_blocks": pval}),
+        "drift_table": text_table(stat_views.drift_view(shown_drift), default=na_text),
+        "drift_full": text_table(shown_drift, formats={"p": pval, "p_within_blocks": pval}),
         "demo": caveats.is_demo(dataset),
         "dataset_reason": dataset_reason,
-        "backend_summary": text_table(stat_views.backend_summary_view(summary)),
+        "backend_summary": text_table(_summary_view(summary, cpu)),
         "comparison_table": text_table(
-            stat_views.comparison_view(comparisons),
+            _flag_unmeasurable(
+                stat_views.comparison_view(shown_comparisons), shown_comparisons, "difference"
+            ),
             default=blank,
             row_class=lambda r: "sig" if r["significant (Holm)"] == "yes" else "",
         ),
         "summary_full": text_table(
-            summary,
+            shown_summary,
             formats={c: na_text for c in ("ci_method", "ratio_method", "label", "unit")},
         ),
         "comparisons_full": text_table(
-            comparisons,
+            narrative_scope.relabel(comparisons, cpu),
             formats={c: na_text for c in ("label", "ci_method")}
             | {
                 c: blank
@@ -156,17 +210,20 @@ def build_context(
             | {c: pval for c in ("p", "p_holm", "p_perm", "p_perm_holm", "tost_p", "tost_p_holm")}
             | {"drift_p": pval},
         ),
-        "runs_table": text_table(
-            runs,
-            columns=sections.RUN_COLUMNS,
-            formats={c: na_text for c in ("status", "device_name", "dtype")}
-            | {"reason": blank}
-            | {m: partial(metric_fmt, m) for m in tables.METRIC_BY_KEY},
-            row_class=lambda r: "" if r.get("status") == "ok" else "failed",
+        "runs_table": _renamed(
+            text_table(
+                runs,
+                columns=sections.RUN_COLUMNS,
+                formats={c: na_text for c in ("status", "device_name", "dtype")}
+                | {"reason": blank}
+                | {m: partial(metric_fmt, m) for m in tables.METRIC_BY_KEY},
+                row_class=lambda r: "" if r.get("status") == "ok" else "failed",
+            ),
+            narrative_scope.CPU_RUN_COLUMNS if cpu else {},
         ),
         "plots": [
             {"key": key, "title": name, "caption": caption, "src": data_uri(plot_paths[key])}
-            for key, name, caption in sections.PLOTS
+            for key, name, caption in sections.plots(cpu)
             if key in plot_paths
         ],
         "provenance_table": text_table(sections.provenance_table(runs), default=na_text),
@@ -206,7 +263,7 @@ def build_context(
         "environment_runs": text_table(env_runs, default=na_text),
         "seed_study": sections.seed_study(),
         "seed_table": text_table(sections.seed_study_table(summary), default=na_text),
-        "accuracy_verdicts": sections.accuracy_verdicts(comparisons),
+        "accuracy_verdicts": sections.accuracy_verdicts(comparisons, summary),
         "config_json": json.dumps(config, indent=2, sort_keys=True),
         "train_json": json.dumps(train, indent=2, sort_keys=True),
     }

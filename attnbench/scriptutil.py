@@ -66,6 +66,20 @@ def json_params(snakemake: Any, *names: str) -> list[Any]:
     return [json.loads(getattr(snakemake.params, name)) for name in names]
 
 
+def settings_param(snakemake: Any, name: str) -> dict[str, Any]:
+    """A settings mapping from the rule's params: one JSON param `name`, or one param per
+    key (`**cfg.keyed(name, settings)`, named `<name>__<key>`) gathered into one again."""
+    whole = snakemake.params.get(name)
+    if whole is not None:
+        return json.loads(whole)
+    prefix = f"{name}__"
+    out: dict[str, Any] = {}
+    for param, value in snakemake.params.items():
+        if param.startswith(prefix):
+            out.update(json.loads(value))
+    return out
+
+
 @dataclass(frozen=True)
 class GpuJob:
     """What `gpu_job` set up: the log, the device, the GPU slot, the flash-attn status."""

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from attnbench import tables
+from attnbench import narrative_scope, tables
 from attnbench.formatting import (
     blank,
     fmt_map_diff,
@@ -63,6 +63,20 @@ PLOTS = [
     ("kernels", "Kernel micro-benchmark", "Attention forward+backward time against sequence "
      "length, per backend and dtype (log-log), from the kernel sweep."),
 ]  # fmt: skip
+# The captions that name the GPU, as they read when no GPU was used.
+CPU_CAPTIONS = {
+    "step_breakdown": "One bar per arm, medians over seeds: attention CPU op time, other CPU "
+    "op time, and step time the ops do not account for (no GPU was used).",
+    "memory": "Peak host RSS (what the seed study called memory), per seed with mean and "
+    "t-interval; no GPU was used, so the GPU memory panels are empty.",
+    "speed_memory": "Training throughput against peak host RSS (no GPU was used, so no GPU "
+    "memory): up and to the left is better.",
+}
+
+
+def plots(cpu: bool) -> list[tuple[str, str, str]]:
+    """(key, title, caption) of each figure, captions worded for the device the runs used."""
+    return [(k, t, CPU_CAPTIONS.get(k, c) if cpu else c) for k, t, c in PLOTS]
 
 
 def seed_study() -> dict[str, Any]:
@@ -197,30 +211,39 @@ def seed_study_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def accuracy_verdicts(comparisons: pd.DataFrame) -> list[dict[str, str]]:
-    """Per backend, the TOST verdict on mAP50-95 with the difference, for the seed-study claim."""
+def accuracy_verdicts(
+    comparisons: pd.DataFrame, summary: pd.DataFrame | None = None
+) -> list[dict[str, str]]:
+    """Per backend, the TOST verdict on mAP50-95 with the difference, for the seed-study
+    claim; "not measurable here" where the accuracy measured nothing (per `summary`)."""
     if comparisons.empty:
         return []
+    summary = pd.DataFrame() if summary is None else summary
     rows = comparisons[comparisons["metric"] == ACCURACY]
     if "replica" in rows:
         rows = rows[~rows["replica"].map(truthy)]
-    return [
-        {
-            "backend": str(r["backend"]),
-            "verdict": blank(r["equivalence"]) or "not shown"
-            if is_finite(r["diff"])
-            else "not testable (no finished runs)",
-            "diff": fmt_map_diff(r["diff"]) if is_finite(r["diff"]) else "n/a",
-        }
-        for _, r in rows.iterrows()
-    ]
+    out = []
+    for _, r in rows.iterrows():
+        backend = str(r["backend"])
+        if not is_finite(r["diff"]):
+            verdict = "not testable (no finished runs)"
+        elif why := narrative_scope.unmeasurable(summary, ACCURACY, backend, str(r["baseline"])):
+            verdict = f"{narrative_scope.NOT_MEASURABLE} ({why})"
+        else:
+            verdict = blank(r["equivalence"]) or "not shown"
+        diff = fmt_map_diff(r["diff"]) if is_finite(r["diff"]) else "n/a"
+        out.append({"backend": backend, "verdict": verdict, "diff": diff})
+    return out
 
 
-def families() -> list[tuple[str, str]]:
-    """The Holm families: (name, what it holds, with its metrics)."""
+def families(cpu: bool = False) -> list[tuple[str, str]]:
+    """The Holm families: (name, what it holds, with its metrics), worded for the device."""
     out = []
     for name, what in tables.FAMILIES.items():
-        keys = ", ".join(m.label for m in tables.COMPARED if m.family == name)
+        what = narrative_scope.CPU_FAMILIES.get(name, what) if cpu else what
+        keys = ", ".join(
+            narrative_scope.label(m.key, cpu) for m in tables.COMPARED if m.family == name
+        )
         out.append((name, f"{what}: {keys}"))
     return out
 

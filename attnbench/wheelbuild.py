@@ -36,8 +36,10 @@ SDIST_ENV = "ATTNBENCH_FLASH_ATTN_SDIST"
 SDIST_DIRS = (".whl", "results/env/sdist")
 COMPILER_ERROR = re.compile(r"(fatal )?error:|\bKilled\b|out of memory", re.IGNORECASE)
 LINE_LIMIT = 600  # ninja -v prints whole nvcc command lines; keep the log readable
-# ninja's default status ("[finished/total] ") starts the line of each finished edge.
-NINJA_STATUS = re.compile(r"^\[(\d+)/(\d+)\]")
+# ninja's default status ("[finished/total] ") starts the line of each finished edge; pip
+# indents its build backend's output (two spaces under "Building wheel ..."), so leading
+# whitespace is allowed: without it no status line of a real build ever matched.
+NINJA_STATUS = re.compile(r"^\s*\[(\d+)/(\d+)\]\s")
 COMPILED_SOURCE = re.compile(r"\s-c\s+(\S+\.(?:cu|cpp|cc|c))\b")
 HEARTBEAT_S = 60.0  # a "still building" line after this long without progress
 MAX_ERRORS = 5
@@ -154,7 +156,9 @@ class Progress:
             return
         self.last = now
         done = (
-            f"{self.done}/{self.total} objects compiled" if self.total else "no object compiled yet"
+            f"{self.done} of {self.total} objects compiled"
+            if self.total
+            else "no object compiled yet"
         )
         self.log.info("still building: %s, %s elapsed", done, _duration(now - self.start))
 

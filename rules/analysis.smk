@@ -50,7 +50,7 @@ rule aggregate:
     conda:
         "../envs/workflow.yaml"
     params:
-        analysis=analysis_params(),
+        **analysis_params(),
     script:
         "../scripts/aggregate.py"
 

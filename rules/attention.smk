@@ -55,7 +55,7 @@ rule kernel_bench:
     resources:
         gpu=GPU_JOBS,
     params:
-        kernels=params_json("kernels"),
+        **cfg.keyed("kernels", config["kernels"]),
         device=TRAIN["device"],
     script:
         "../scripts/kernel_bench.py"

@@ -59,9 +59,12 @@ def params_json(*sections, **extra):
 def analysis_params():
     """The analysis settings and the design, without the run order's seed: the order a
     run went through is recorded by its train job, so a new order seed changes nothing.
+    One param each (cfg.keyed), so a dry run's reason line shows only what changed.
     """
     analysis = {k: v for k, v in config["analysis"].items() if k != "order_seed"}
-    return cfg.canonical({"analysis": analysis, "backends": BACKENDS, "seeds": SEEDS})
+    return cfg.keyed(
+        "analysis", {"analysis": analysis, "backends": BACKENDS, "seeds": SEEDS}
+    )
 
 
 def dataset_spec():

@@ -47,9 +47,12 @@ rule report:
     conda:
         "../envs/workflow.yaml"
     params:
+        **cfg.keyed("train", TRAIN),
         title=config["report"]["title"],
-        config=cfg.canonical(config),
+        # The page shows the whole resolved config, so any change re-renders it; the script
+        # reads it from snakemake.config, and only its digest is a param (the config itself
+        # would be printed twice, thousands of characters, in every dry run's reason line).
+        config=cfg.digest(config),
         dataset_reason=DATASET.reason,
-        train=cfg.canonical(TRAIN),
     script:
         "../scripts/render_report.py"

@@ -64,13 +64,14 @@ rule sweep_kernel_bench:
         gpu=GPU_JOBS,
     params:
         # The training shapes only, at the training dtypes; no sequence-length sweep.
-        kernels=cfg.canonical(
+        **cfg.keyed(
+            "kernels",
             {
                 **config["kernels"],
                 "dtypes": config["sweep"]["kernel_dtypes"],
                 "seq_lens": [],
                 "cpu_seq_lens": [],
-            }
+            },
         ),
         device=TRAIN["device"],
     script:
@@ -95,9 +96,9 @@ rule sweep_point:
     resources:
         gpu=GPU_JOBS,
     params:
+        **cfg.keyed("train", TRAIN),
         points=sweep_points_param,
         settings=cfg.canonical(SWEEP_SETTINGS),
-        train=cfg.canonical(TRAIN),
         scratch="results/sweep/.scratch/{model}-imgsz{imgsz}-b{batch}-{compile}",
         device=TRAIN["device"],
     script:
@@ -120,9 +121,9 @@ rule sweep_max_batch:
     resources:
         gpu=GPU_JOBS,
     params:
+        **cfg.keyed("train", TRAIN),
         searches=sweep_searches_param,
         limits=cfg.canonical(config["sweep"]["max_batch"]),
-        train=cfg.canonical(TRAIN),
         device=TRAIN["device"],
     script:
         "../scripts/sweep_max_batch.py"

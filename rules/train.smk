@@ -24,7 +24,8 @@ rule train:
         gpu_slots=TRAIN_GPU_SLOTS,
         jobs_per_gpu=JOBS_PER_GPU,
     params:
-        train=cfg.canonical(TRAIN),
+        # One param per setting (cfg.keyed): a dry run names only the settings that changed.
+        **cfg.keyed("train", TRAIN),
         device=TRAIN["device"],
     script:
         "../scripts/train.py"

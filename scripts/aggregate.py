@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from attnbench import intermediates, io, tables
-from attnbench.scriptutil import rule_logging
+from attnbench.scriptutil import rule_logging, settings_param
 
 smk = snakemake
 
@@ -16,7 +16,7 @@ with rule_logging(smk) as log:
         smk.input.results,
         smk.input.parity,
         smk.input.kernels,
-        smk.params.analysis,
+        settings_param(smk, "analysis"),
     )
     trained = tables.has_finished(written["runs"])
     declared = {name: table for name, table in written.items() if smk.output.get(name)}

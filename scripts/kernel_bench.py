@@ -1,19 +1,18 @@
 """Rule kernel_bench: results/kernels/<backend>.csv, the attention kernel micro-benchmark."""
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job
+from attnbench.scriptutil import gpu_job, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import intermediates, kernelbench
     from attnbench.io import read_json
 
-    settings = json.loads(smk.params.kernels)["kernels"]
+    settings = settings_param(smk, "kernels")
     backend = smk.wildcards.backend
     job.log.info("kernel benchmark of %s on %s (%s)", backend, job.device, job.slot.reason)
     shapes = read_json(smk.input.shapes, schema=intermediates.SHAPES)

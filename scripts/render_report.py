@@ -5,8 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
+from attnbench import config as cfg
 from attnbench import report
-from attnbench.scriptutil import rule_logging
+from attnbench.scriptutil import UserError, rule_logging, settings_param
 
 smk = snakemake
 
@@ -14,6 +15,18 @@ smk = snakemake
 def extra(name: str) -> list[str]:
     """Optional inputs of the sweep's and inference's sections (absent when off)."""
     return list(smk.input.get(name) or [])
+
+
+def resolved_config() -> dict:
+    """The whole resolved config the page shows: the workflow's own (the rule's param is
+    only its digest, to keep dry runs readable), checked against that digest."""
+    config = dict(smk.config)
+    if cfg.digest(config) != smk.params.config:
+        raise UserError(
+            f"the config this job sees (digest {cfg.digest(config)}) is not the one it was "
+            f"planned with ({smk.params.config}): run it with the same --configfile/--config"
+        )
+    return config
 
 
 with rule_logging(smk) as log:
@@ -25,8 +38,8 @@ with rule_logging(smk) as log:
         smk.input.backends,
         smk.input.dataset,
         title=smk.params.title,
-        config=smk.params.config,
+        config=resolved_config(),
         dataset_reason=smk.params.dataset_reason,
-        train=smk.params.train,
+        train=settings_param(smk, "train"),
     )
     log.info("wrote %s", smk.output[0])

@@ -1,12 +1,11 @@
 """Rule sweep_kernel_bench: one backend's kernels at the training shapes of every swept model."""
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job
+from attnbench.scriptutil import gpu_job, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
@@ -14,7 +13,7 @@ with gpu_job(smk) as job:
     from attnbench.intermediates import SHAPES
     from attnbench.io import read_json, write_csv
 
-    settings = json.loads(smk.params.kernels)
+    settings = settings_param(smk, "kernels")
     backend = smk.wildcards.sbackend
     rows, peak = [], None
     for path in smk.input.shapes:

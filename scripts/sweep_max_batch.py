@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, json_params
+from attnbench.scriptutil import gpu_job, json_params, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
@@ -14,7 +14,8 @@ with gpu_job(smk) as job:
     from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
-    searches, limits, train = json_params(smk, "searches", "limits", "train")
+    searches, limits = json_params(smk, "searches", "limits")
+    train = settings_param(smk, "train")
     samples = max_batch.sample_cache()
     for search in searches:
         job.log.info(

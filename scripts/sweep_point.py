@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, json_params
+from attnbench.scriptutil import gpu_job, json_params, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
@@ -15,7 +15,8 @@ with gpu_job(smk) as job:
     from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
-    specs, settings, train = json_params(smk, "points", "settings", "train")
+    specs, settings = json_params(smk, "points", "settings")
+    train = settings_param(smk, "train")
     expected = {str(Path(p)) for p in smk.output.metrics}
     planned = {spec["path"] for spec in specs}
     if planned != expected:

@@ -1,18 +1,17 @@
 """Rule train: one Ultralytics run for one (backend, seed), in its own process."""
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job
+from attnbench.scriptutil import gpu_job, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import schedule, training
 
-    train = json.loads(smk.params.train)
+    train = settings_param(smk, "train")
     backend, seed = smk.wildcards.backend, int(smk.wildcards.seed)
     metrics_path = Path(smk.output.metrics)
     workdir = metrics_path.parent

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attnbench import config as cfg
 from attnbench import schedule
 
 DEFAULT_BACKENDS = ("eager", "sdpa", "sdpa_flash", "flash_attn")
@@ -366,6 +367,7 @@ def make_study(
     replica: bool = False,
     order_seed: int = 0,
     drift: float = 0.0,
+    learns: bool = True,
 ) -> FakeStudy:
     """Write a fake `results/` tree under `root` and return its paths.
 
@@ -373,7 +375,8 @@ def make_study(
     `failed` maps (backend, seed) to a status such as "oom". `replica` adds the first
     backend's A/A control (`<baseline>_replica`: same kernel, so the same learning and
     memory for a seed, its own timings). Runs start in `schedule.planned_order(order_seed)`;
-    `drift` makes step time change by that fraction per position in it.
+    `drift` makes step time change by that fraction per position in it. `learns` False
+    gives mAP 0 in every epoch, as the demo's one-epoch runs have.
     """
     root = Path(root)
     rng = np.random.default_rng(rng_seed)
@@ -407,6 +410,9 @@ def make_study(
             if status == "ok":
                 final = 0.75 + learn.normal(0, 0.004)
                 rows = _epochs(learn, epochs, epoch_base * speed, final, clock)
+                if not learns:
+                    for row in rows:
+                        row["metrics/mAP50(B)"] = row["metrics/mAP50-95(B)"] = 0.0
             order = position[(backend, seed)]
             metrics = _metrics(
                 backend,
@@ -616,6 +622,9 @@ class NamedList(list):
     def get(self, name: str, default: object = None) -> object:
         return self._names.get(name, default)
 
+    def items(self):
+        return self._names.items()
+
 
 @dataclass
 class FakeSnakemake:
@@ -668,7 +677,7 @@ def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager
         ),
         output=NamedList(**{n: str(tables / f"{n}.csv") for n in TABLE_NAMES}),
         params=NamedList(
-            analysis=json.dumps({k: config[k] for k in ("analysis", "backends", "seeds")})
+            **cfg.keyed("analysis", {k: config[k] for k in ("analysis", "backends", "seeds")})
         ),
         log=NamedList([str(out / "logs" / "aggregate.log")]),
         scriptdir=scriptdir,
@@ -693,13 +702,14 @@ def rule_jobs(study: FakeStudy, repo: Path, out: Path, *, baseline: str = "eager
         ),
         output=NamedList([str(out / "report.html")]),
         params=NamedList(
+            **cfg.keyed("train", {"epochs": 5, "batch": 8, "imgsz": 640, "amp": True}),
             title=config["report"]["title"],
-            config=json.dumps(config, sort_keys=True),
+            config=cfg.digest(config),  # the script reads the config itself, as in the rule
             dataset_reason=summary["reason"],
-            train=json.dumps({"epochs": 5, "batch": 8, "imgsz": 640, "amp": True}),
         ),
         log=NamedList([str(out / "logs" / "report.log")]),
         scriptdir=scriptdir,
+        config=config,
     )
     return {"aggregate": aggregate, "plots": plot_job, "report": report}
 
@@ -717,6 +727,17 @@ STUDIES: dict[str, dict] = {
     },
     # A CPU host: no GPU memory, one seed, no kernel sweep.
     "cpu-one-seed": {"device": "cpu", "seeds": (0,), "kernel_sweep": False},
+    # The CPU demo as the default command runs it: the demo dataset, a CUDA-only backend
+    # unavailable, the A/A replica, two seeds, nothing learned (mAP 0 everywhere).
+    "cpu-demo": {
+        "device": "cpu",
+        "backends": ("eager", "sdpa", "sdpa_cudnn"),
+        "seeds": (0, 1),
+        "epochs": 1,
+        "unavailable": {"sdpa_cudnn": "sdpa_cudnn needs a CUDA GPU; this host runs on the CPU"},
+        "replica": True,
+        "learns": False,
+    },
 }
 
 

@@ -153,12 +153,38 @@ class DevTools:
         self._log.close()
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory) -> dict[str, Any]:
+# Runs in the page of a CPU demo: what a reader meets first, and every visible sentence.
+SCOPE_JS = """
+(() => {
+  const top = el => el ? el.getBoundingClientRect().top + window.scrollY : null;
+  const scope = document.querySelector('#scope');
+  const answer = document.querySelector('#answer');
+  const firstShown = answer ? Array.from(answer.children).find(
+    el => el.innerText.trim() && el.getBoundingClientRect().height > 0) : null;
+  return {
+    scope: scope ? scope.innerText : null,
+    scopeTop: top(scope),
+    scopeHeight: scope ? scope.getBoundingClientRect().height : 0,
+    answerBoxTop: top(document.querySelector('#answer .answer')),
+    headingTops: Array.from(document.querySelectorAll('h2')).map(top),
+    firstShownId: firstShown ? firstShown.id : null,
+    answer: document.querySelector('#answer .answer').innerText,
+    visible: document.body.innerText,
+    headers: Array.from(document.querySelectorAll('th')).map(th => th.innerText)
+  };
+})()
+"""
+# What a page must not say when no GPU was used, nor when nothing was measured.
+GPU_CLAIMS = ("GPU-bound", "host-bound", "GPU time", "GPU-busy", "GPU worked", "GPU's work",
+              "attention GPU", "kernel savings", "Amdahl")  # fmt: skip
+
+
+def _open(tmp_path_factory, study: str, js: str) -> dict[str, Any]:
+    """Render `study` through the real scripts, load it in headless Chromium, run `js`."""
     exe = _chromium()
     if exe is None:
         pytest.skip("headless Chromium not found (apt-get install -y chromium, or set CHROMIUM)")
-    report = rendered_study(tmp_path_factory.getbasetemp(), "gpu") / "report.html"
+    report = rendered_study(tmp_path_factory.getbasetemp(), study) / "report.html"
     work = tmp_path_factory.mktemp("chromium")
     browser = DevTools(exe, work / "profile", work / "chromium.log")
     try:
@@ -176,7 +202,7 @@ def page(tmp_path_factory) -> dict[str, Any]:
         browser.send("Page.navigate", {"url": report.as_uri()}, session=session)
         browser.wait_for("Page.loadEventFired")
         checked = browser.send(
-            "Runtime.evaluate", {"expression": CHECK_JS, "returnByValue": True}, session=session
+            "Runtime.evaluate", {"expression": js, "returnByValue": True}, session=session
         )["result"]["value"]
         shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
         png = base64.b64decode(shot["data"])
@@ -190,6 +216,43 @@ def page(tmp_path_factory) -> dict[str, Any]:
         ) from exc
     finally:
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> dict[str, Any]:
+    return _open(tmp_path_factory, "gpu", CHECK_JS)
+
+
+@pytest.fixture(scope="module")
+def cpu_demo(tmp_path_factory) -> dict[str, Any]:
+    return _open(tmp_path_factory, "cpu-demo", SCOPE_JS)
+
+
+def test_cpu_demo_says_smoke_test_and_no_gpu_before_anything_else(cpu_demo):
+    """The first thing under the title is the smoke-test box, above the answer and every
+    heading, on screen without scrolling (issue 25: it sat below the answer)."""
+    check = cpu_demo["check"]
+    assert check["scope"] and check["scope"].startswith(
+        "Read this first: these numbers are a smoke test on a CPU"
+    )
+    assert "No GPU was used" in check["scope"] and "do not quote them" in check["scope"]
+    assert check["firstShownId"] == "scope"
+    assert check["scopeHeight"] > 20 and check["scopeTop"] < 400
+    assert check["scopeTop"] < check["answerBoxTop"]
+    assert all(check["scopeTop"] < t for t in check["headingTops"])
+
+
+def test_cpu_demo_makes_no_gpu_claim_and_calls_zero_map_not_measurable(cpu_demo):
+    check = cpu_demo["check"]
+    said = [c for c in GPU_CLAIMS if c in check["visible"]]
+    assert said == [], said
+    assert not [h for h in check["headers"] if "GPU time" in h or h.startswith("gpu_ms")]
+    assert "CPU op time per step" in check["answer"]
+    assert "Regime: not measurable here" in check["answer"]
+    accuracy = next(s for s in check["answer"].split("\n") if s.startswith("Accuracy"))
+    assert "not measurable here" in accuracy and "is 0 in every run" in accuracy
+    assert "tested statement" not in check["visible"]
+    assert "equivalent within" not in accuracy
 
 
 def test_no_console_errors_or_exceptions(page):

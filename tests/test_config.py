@@ -199,3 +199,31 @@ def test_conda_check_passes_with_conda_or_without_use_conda():
     assert config.missing_conda(frozenset(), which=lambda n: None) is None
     assert config.missing_conda({DeploymentMethod.APPTAINER}, which=lambda n: None) is None
     assert config.missing_conda({DeploymentMethod.CONDA}, which=lambda n: None) is not None
+
+
+def test_keyed_params_name_each_setting_and_come_back_whole():
+    """One param per setting keeps a dry run's reason line to what changed; each value
+    carries its key, so Snakemake (which compares params as a set of values) still sees
+    a swap of two settings."""
+    from types import SimpleNamespace
+
+    from snakemake.iocontainers import Namedlist
+
+    from attnbench.scriptutil import settings_param
+
+    before = config.keyed("train", {"imgsz": 64, "batch": 32, "amp": True})
+    assert before == {
+        "train__imgsz": '{"imgsz":64}',
+        "train__batch": '{"batch":32}',
+        "train__amp": '{"amp":true}',
+    }
+    swapped = config.keyed("train", {"imgsz": 32, "batch": 64, "amp": True})
+    assert set(before.values()) != set(swapped.values())
+    params = Namedlist(fromdict={**before, "device": "cpu"})
+    assert settings_param(SimpleNamespace(params=params), "train") == {
+        "imgsz": 64, "batch": 32, "amp": True,
+    }  # fmt: skip
+    whole = Namedlist(fromdict={"train": config.canonical({"epochs": 3})})
+    assert settings_param(SimpleNamespace(params=whole), "train") == {"epochs": 3}
+    assert len(config.digest({"a": 1})) == 16
+    assert config.digest({"a": 1, "b": 2}) == config.digest({"b": 2, "a": 1})

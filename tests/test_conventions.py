@@ -44,6 +44,10 @@ def test_readme_leads_with_the_conda_commands() -> None:
     assert "conda create -c conda-forge -c bioconda -n snakemake snakemake" in first
     assert "snakemake --cores 1 --use-conda" in first
     assert "snakemake report --report report.html" in first
-    assert second.strip() == "pip install -e . && snakemake --cores all"
+    # The pip path: a venv, the CPU-only torch named in words, both report commands.
+    assert "python3 -m venv .venv" in second and "pip install -e ." in second
+    assert "PyTorch's CPU-only wheel index" in second and "://" not in second
+    assert "snakemake --cores all" in second and "results/report.html" in second
+    assert "snakemake report --report report.html" in second
     assert "bash tests/run.sh" in text[: text.index("## What the workflow does")]
     assert "could not be solved here" in text and "CONDA_OVERRIDE_CUDA=13.0" in text

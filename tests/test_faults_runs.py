@@ -363,12 +363,13 @@ def test_aggregate_and_report_render_with_failed_runs(
             ),
             output=NamedList([str(report)]),
             params=NamedList(
+                **cfg.keyed("train", config["train"]),
                 title="faults",
-                config=cfg.canonical(config),
+                config=cfg.digest(config),
                 dataset_reason="dataset.source = local",
-                train=cfg.canonical(config["train"]),
             ),
             log=NamedList([str(out / "logs" / "report.log")]),
+            config=config,
             **common,
         ),
     )

@@ -284,7 +284,46 @@ def test_heartbeat_waits_for_its_interval():
     assert not progress.line("building 'flash_attn_2_cuda' extension")
     now[0] = 130
     progress.tick()
-    assert seen[-1] == "still building: 2/72 objects compiled, 2m10s elapsed"
+    assert seen[-1] == "still building: 2 of 72 objects compiled, 2m10s elapsed"
+
+
+# What `pip wheel -v` passes on from a real build: its own lines, then the build backend's
+# output indented by two spaces, ninja's `[k/n]` status lines (one per finished object)
+# among them, with nvcc quiet for a while between objects.
+PIP_LIKE = """
+import sys, time
+print("Processing ./.whl/flash_attn-2.8.3.post2.tar.gz", flush=True)
+print("  Building wheel for flash_attn (setup.py): started", flush=True)
+print("  running build_ext", flush=True)
+for i in range(1, 4):
+    print(f"  [{i}/3] /usr/local/cuda/bin/nvcc -O3 -c /tmp/b/csrc/flash_attn/src/f{i}_sm90.cu "
+          f"-o /tmp/b/build/f{i}_sm90.o", flush=True)
+    time.sleep(0.6)
+print("  Building wheel for flash_attn (setup.py): finished with status 'done'", flush=True)
+"""
+
+
+def test_heartbeat_counts_the_objects_of_an_indented_pip_stream(caplog):
+    """pip indents the build's output: its ninja `[k/n]` lines still count as compiled
+    objects, and the heartbeat between them says how many of how many are done."""
+    with caplog.at_level("INFO", logger="attnbench.flashbuild"):
+        code, _ = wheelbuild.stream(
+            [sys.executable, "-c", PIP_LIKE], {"PATH": "/usr/bin"}, heartbeat_s=0.2
+        )
+    assert code == 0
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    compiled = [m.split(",")[0] for m in info if m.startswith("compile ")]
+    assert compiled == [
+        "compile 1/3 (33%) f1_sm90.cu",
+        "compile 2/3 (67%) f2_sm90.cu",
+        "compile 3/3 (100%) f3_sm90.cu",
+    ]
+    beats = [m for m in info if m.startswith("still building: ")]
+    assert beats and not any("no object compiled yet" in m for m in beats)
+    assert any(m.startswith("still building: 1 of 3 objects compiled, ") for m in beats)
+    assert any(m.startswith("still building: 3 of 3 objects compiled, ") for m in beats)
+    assert wheelbuild.NINJA_STATUS.match("  [12/73] c++ -c x.cpp").groups() == ("12", "73")
+    assert wheelbuild.NINJA_STATUS.match("  see [1/2] below") is None
 
 
 def test_damaged_wheel_record_is_one_line_that_says_delete_it(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import torch
 from snakemake.iocontainers import Namedlist
 
 from attnbench import envinfo, host, kernelbench, parity
-from attnbench.config import canonical
+from attnbench.config import canonical, keyed
 from attnbench.scriptutil import UserError, gpu_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +179,7 @@ def test_attention_rule_scripts_on_cpu(results):
             "kernel_bench.py",
             input={"shapes": str(shapes), **flash},
             output={"csv": str(results / "kernels" / f"{backend}.csv")},
-            params={"kernels": canonical(kernels), "device": "auto"},
+            params={**keyed("kernels", kernels["kernels"]), "device": "auto"},  # as the rule
             log={"log": str(results / "logs" / f"kernels-{backend}.log")},
             wildcards={"backend": backend},
             resources={"gpu": 0},

@@ -12,7 +12,17 @@ import pandas as pd
 import pytest
 from fixtures_runs import PLOT_NAMES, TABLE_NAMES, make_study, rendered_study
 
-from attnbench import clauses, formatting, report, stat_views, tables
+from attnbench import (
+    caveats,
+    clauses,
+    formatting,
+    narrative,
+    narrative_scope,
+    report,
+    sections,
+    stat_views,
+    tables,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -321,13 +331,15 @@ def test_number_formatting():
 
 def test_rule_jobs_match_the_rules():
     """The fake jobs use the same input/output/param names as rules/analysis.smk and report.smk."""
-    text = (REPO / "rules" / "analysis.smk").read_text() + (
-        REPO / "rules" / "report.smk"
-    ).read_text()
+    text = "".join(
+        (REPO / "rules" / f"{name}.smk").read_text() for name in ("analysis", "report", "common")
+    )
     for name in ("runs", "summary", "comparisons", "epochs", "kernels", "parity", "curves",
-                 "epoch_time", "memory", "speed_memory", "analysis", "baseline", "title",
-                 "config", "dataset_reason", "train", "template", "backends", "dataset"):  # fmt: skip
+                 "epoch_time", "memory", "speed_memory", "baseline", "title",
+                 "config", "dataset_reason", "template", "backends", "dataset"):  # fmt: skip
         assert re.search(rf"\b{name}\s*=", text), name
+    for name in ("analysis", "train"):  # one param per key: **cfg.keyed(name, ...)
+        assert re.search(rf'cfg\.keyed\(\s*"{name}"', text), name
 
 
 def test_zero_variance_difference_is_called_deterministic_not_a_single_observation():
@@ -355,3 +367,134 @@ def test_zero_variance_rendering_in_the_summary_view():
     row = comp[comp["metric"] == "peak_alloc_mb"].iloc[0]
     text = clauses.difference_text(row, 0.05)
     assert text.startswith("-386 MB") and "identical across 3 seeds" in text and "CI" not in text
+
+
+# --------------------------------------------------------------------------- #
+# What a run supports (issue 25): the scope first, names and claims by device, and a
+# metric that measured nothing called so.
+
+
+def _cpu_demo_html(tmp_path_factory) -> str:
+    return (rendered_study(tmp_path_factory.getbasetemp(), "cpu-demo") / "report.html").read_text()
+
+
+def test_scope_box_comes_first_for_a_smoke_test_or_a_cpu_run():
+    cpu = pd.DataFrame({"backend": ["eager"], "seed": [0], "status": ["ok"], "device": ["cpu"]})
+    gpu = cpu.assign(device="cuda:0")
+    demo, real = {"source": "demo"}, {"source": "roboflow", "name": "weeds"}
+    both = caveats.scope(cpu, demo, "dataset.source = demo")
+    assert both["title"] == "Read this first: these numbers are a smoke test on a CPU"
+    assert "smoke test" in both["lines"][0] and "No GPU was used" in both["lines"][1]
+    assert caveats.scope(gpu, demo, "r")["title"] == "Read this first: these numbers are a smoke test"
+    assert caveats.scope(cpu, real, "r")["title"] == (
+        "Read this first: these numbers are not a GPU result"
+    )
+    assert caveats.scope(gpu, real, "r") is None
+    assert not any("smoke test" in c for c in caveats.caveats(cpu))  # said once, in the scope
+
+
+def test_scope_box_is_above_the_answer_in_the_demo_report(tmp_path_factory):
+    html = _cpu_demo_html(tmp_path_factory)
+    answer = _section(html, "answer")
+    assert answer.index('id="scope"') < answer.index("<h2>Answer</h2>") < answer.index(
+        '<div class="answer">'
+    )
+    assert "What else limits this answer" in answer
+
+
+def test_no_regime_claim_without_a_gpu():
+    summary = pd.DataFrame(
+        [
+            {"backend": "eager", "metric": "gpu_busy_fraction", "mean": 1.2},
+            {"backend": "eager", "metric": "step_ms_median", "mean": 97.8},
+            {"backend": "eager", "metric": "max_step_saving_pct", "mean": 2.1},
+        ]
+    )
+    text = narrative.regime_sentence(summary, "eager", cpu=True)
+    assert text.startswith("Regime: not measurable here: no GPU was used")
+    assert "bound" not in text and "Amdahl" not in text and "120%" not in text
+    gpu = narrative.regime_sentence(summary.replace({1.2: 0.9}), "eager", cpu=False)
+    assert "the loop is GPU-bound" in gpu and "Amdahl ceiling" in gpu
+
+
+def test_metric_names_follow_the_device():
+    assert narrative_scope.label("gpu_ms_per_step", True) == "CPU op time per step"
+    assert narrative_scope.label("gpu_ms_per_step", False) == "GPU time per step"
+    assert narrative_scope.heading("attention_ms_per_step", True) == (
+        "attention CPU op time per step (ms)"
+    )
+    assert narrative_scope.label("step_ms_median", True) == "median step time"
+    frame = pd.DataFrame({"metric": ["gpu_ms_per_step", "mAP50"], "label": ["GPU time", "mAP50"]})
+    assert list(narrative_scope.relabel(frame, True)["label"]) == ["CPU op time per step", "mAP50"]
+    assert list(narrative_scope.relabel(frame, False)["label"]) == ["GPU time", "mAP50"]
+    assert narrative_scope.summary_headings(True)["GPU time per step (ms)"] == (
+        "CPU op time per step (ms)"
+    )
+    families = dict(sections.families(cpu=True))
+    assert "GPU" not in families["gpu_time"].replace("no GPU", "")
+
+
+def test_cpu_demo_tables_name_cpu_op_time(tmp_path_factory):
+    tables_html = _section(_cpu_demo_html(tmp_path_factory), "tables")
+    assert "<th>CPU op time per step (ms)</th>" in tables_html
+    assert "<th>cpu_op_ms_per_step (gpu_ms_per_step)</th>" in tables_html
+    assert "GPU time per step" not in tables_html and "attention GPU" not in tables_html
+
+
+def _zero_map_runs(maps: dict[str, list[float]] | None = None) -> pd.DataFrame:
+    runs = _runs({"eager": [100.0, 101.0, 99.0], "sdpa": [90.0, 91.0, 89.5]})
+    runs["mAP50_95"] = 0.0
+    for backend, values in (maps or {}).items():
+        runs.loc[runs.backend == backend, "mAP50_95"] = values
+    runs["peak_alloc_mb"] = np.where(runs["backend"] == "eager", 1588.7, 1203.2)
+    return runs
+
+
+def _accuracy(ctx: dict) -> str:
+    return next(s for s in ctx["headline"] if s.startswith("Accuracy"))
+
+
+def test_zero_accuracy_everywhere_is_not_measurable_never_equivalent(tmp_path):
+    ctx = _context(tmp_path, _zero_map_runs())
+    text = _accuracy(ctx)
+    assert text.startswith("Accuracy (mAP50-95 against eager): not measurable here")
+    assert "is 0 in every run of sdpa and eager" in text
+    assert "equivalent within" not in text and "tested statement" not in text
+    assert "identical" not in text
+    # Memory identical in every seed is a measurement: still exact, still "identical".
+    memory = next(s for s in ctx["headline"] if s.startswith("Peak GPU memory"))
+    assert "identical across seeds" in memory and "not measurable" not in memory
+    verdicts = ctx["accuracy_verdicts"]
+    assert [v["verdict"].split(" (")[0] for v in verdicts] == ["not measurable here"]
+
+
+def test_constant_accuracy_is_not_measurable_but_an_exact_difference_is_identical(tmp_path):
+    constant = _zero_map_runs({"eager": [0.5] * 3, "sdpa": [0.5] * 3})
+    text = _accuracy(_context(tmp_path / "constant", constant))
+    assert "not measurable here" in text and "is 0.5000 in every run" in text
+    assert "equivalent" not in text.replace("are equivalent cannot", "")
+    # Same in each seed but varying across seeds (the A/A replica): exact, not untestable.
+    exact = _zero_map_runs({"eager": [0.50, 0.52, 0.49], "sdpa": [0.50, 0.52, 0.49]})
+    text = _accuracy(_context(tmp_path / "exact", exact))
+    assert "identical in each of 3 seeds: the exact difference, not a test" in text
+    assert "not measurable" not in text and "tested statement" not in text
+
+
+def test_views_mark_a_comparison_that_measured_nothing():
+    runs = _zero_map_runs()
+    summary = tables.summarize(runs, "eager")
+    shown = narrative_scope.mark_unmeasurable(tables.compare(runs, "eager"), summary)
+    row = shown[shown["metric"] == "mAP50_95"].iloc[0]
+    assert row["verdict"] == row["equivalence"] == "not measurable here"
+    assert row["note"].startswith("not measurable here: mAP50-95 is 0 in every run")
+    memory = shown[shown["metric"] == "peak_alloc_mb"].iloc[0]
+    assert memory["verdict"] != "not measurable here" and bool(memory["identical"])
+    view = report._flag_unmeasurable(stat_views.comparison_view(shown), shown, "difference")
+    cells = view.set_index("metric").loc["mAP50-95"]
+    assert cells["difference"] == "0.0000 (not measurable here)"
+    assert cells["95% CI"] == "n/a" and cells["equivalence"] == "not measurable here"
+    assert view.set_index("metric").loc["peak GPU memory allocated", "difference"].endswith(
+        "(identical across 3 seeds)"
+    )
+    cells = report._summary_view(summary, cpu=False).set_index("backend")
+    assert cells.loc["sdpa", "mAP50-95"] == "0 in every run: not measurable here"

@@ -13,12 +13,15 @@ import pytest
 import yaml
 from workflow_helpers import (
     DEMO_CONFIG,
+    REPO,
     config_variant,
     job_stats,
     output_of,
     planned_jobs,
     prepare_workdir,
+    reason_lines,
     snakemake,
+    without_file_lists,
 )
 
 from attnbench import schedule
@@ -122,6 +125,22 @@ def test_each_run_records_its_status(workdir, backend, seed):
         assert (run_dir / "results.csv").read_text() == ""
 
 
+def test_demo_report_says_smoke_test_first_and_makes_no_gpu_claim(workdir):
+    """The real CPU demo's page: the smoke-test box before the answer, CPU names, no regime,
+    and no "identical: equivalent" for its mAP (tests/test_browser.py checks this in Chromium)."""
+    html = (workdir / "results" / "report.html").read_text()
+    start = html.index('<section id="answer">')
+    answer = html[start : html.index("</section>", start)]
+    assert answer.index("Read this first: these numbers are a smoke test on a CPU") < answer.index(
+        '<div class="answer">'
+    )
+    for claim in ("GPU-bound", "host-bound", "GPU time", "Amdahl", "tested statement"):
+        assert claim not in answer, claim
+    assert "Regime: not measurable here" in answer and "CPU op time per step" in answer
+    # After one epoch the demo learns nothing (mAP 0): never "identical ...: equivalent".
+    assert "seeds: equivalent)" not in answer
+
+
 def test_unchanged_config_plans_nothing(workdir):
     assert _plan(workdir) == ({}, [])
 
@@ -189,6 +208,38 @@ def test_roboflow_timeout_on_the_demo_refetches_nothing(workdir, tmp_path):
         lambda c: c["dataset"].setdefault("roboflow", {}).update(timeout_s=123),
     )
     assert _plan(workdir, config)[0] == {"report": 1, "all": 1}
+
+
+REASON_MAX = 500  # characters: a reason line one can read (issue 25: the report's was 4,431)
+REFERENCE = REPO / "docs" / "reference" / "h200"
+
+
+def test_new_title_gives_a_short_reason_line(workdir, tmp_path):
+    """The report's params are the keys it uses and a digest of the config it shows, not
+    the config itself: the reason names the new title, not the whole config twice."""
+    config = config_variant(
+        tmp_path / "title.yaml", lambda c: c.setdefault("report", {}).update(title="T2")
+    )
+    reasons = reason_lines(output_of(snakemake(workdir, "-n", "--cores", "2", configfile=config)))
+    assert reasons and any("'T2'" in r for r in reasons)
+    assert [r for r in reasons if len(r) > REASON_MAX] == []
+
+
+@pytest.mark.parametrize(
+    "configfile",
+    [None, REFERENCE / "sweep" / "config.yaml", REFERENCE / "inference" / "config.yaml"],
+    ids=["default", "sweep", "inference"],
+)
+def test_other_configs_give_short_reason_lines(workdir, configfile):
+    """After the demo, a dry run under the default, sweep or inference config says why each
+    job would run in at most REASON_MAX characters: one param per setting (cfg.keyed), so a
+    changed setting shows itself and nothing else. Snakemake's own lists of files (every
+    input of a gathering rule) are counted here, not measured: they are not params."""
+    text = output_of(snakemake(workdir, "-n", "--cores", "2", configfile=configfile))
+    reasons = reason_lines(text)
+    assert any("Params have changed" in r for r in reasons)
+    too_long = [r[:300] for r in map(without_file_lists, reasons) if len(r) > REASON_MAX]
+    assert too_long == []
 
 
 def test_lint_is_clean(workdir):

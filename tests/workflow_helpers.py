@@ -124,6 +124,34 @@ def planned_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
+# The clauses of a reason in which Snakemake names every file (by design; a gathering rule
+# such as aggregate lists dozens), as opposed to what the workflow puts there (its params).
+FILE_LIST_CLAUSES = (
+    "Missing output files: ",
+    "Incomplete output files: ",
+    "Updated input files: ",
+    "Input files updated by another job: ",
+)
+
+
+def reason_lines(text: str) -> list[str]:
+    """Every job's `reason:` line of a dry run, without the label."""
+    return [
+        line.strip().removeprefix("reason: ")
+        for line in text.splitlines()
+        if line.strip().startswith("reason: ")
+    ]
+
+
+def without_file_lists(reason: str) -> str:
+    """A reason with each of Snakemake's file lists cut to a count of its files."""
+    clauses = []
+    for clause in reason.split("; "):
+        prefix = next((p for p in FILE_LIST_CLAUSES if clause.startswith(p)), None)
+        clauses.append(f"{prefix}{clause.count(', ') + 1} file(s)" if prefix else clause)
+    return "; ".join(clauses)
+
+
 def config_variant(
     path: Path, change: Callable[[dict[str, Any]], None], base: Path = DEMO_CONFIG
 ) -> Path:
