@@ -38,20 +38,22 @@ def settings(config: Mapping[str, Any], train: Mapping[str, Any]) -> dict[str, A
     """The paired_timing section resolved: the point, the arms, the baseline; checked.
 
     `train` is the effective train section (attnbench.config.effective_train): the point
-    defaults to its model, batch and imgsz. Raises attnbench.config.ConfigError.
+    defaults to its model, batch and imgsz. Raises attnbench.config.ConfigError when
+    paired timing is enabled and its baseline or arms do not fit.
     """
     from attnbench.config import ConfigError
 
     section = dict(config["paired_timing"])
+    enabled = bool(section["enabled"])
     backends = list(section["backends"] or config["backends"])
     baseline = section["baseline"]
-    if baseline not in backends:
+    if enabled and baseline not in backends:
         raise ConfigError(
             f"config value paired_timing.baseline = {baseline!r} is not among the timed "
             f"backends ({', '.join(backends)}): add it to paired_timing.backends"
         )
     arms = [*backends, BARE] if section["bare"] else backends
-    if len(arms) < 2:
+    if enabled and len(arms) < 2:
         raise ConfigError(
             "paired_timing times one arm only: list two backends, or keep paired_timing.bare"
         )
@@ -65,7 +67,7 @@ def settings(config: Mapping[str, Any], train: Mapping[str, Any]) -> dict[str, A
     keys = ("steps_per_block", "rounds", "warmup_rounds", "batches", "seed", "weights_seed",
             "time_limit_s", "target_halfwidth_pct")  # fmt: skip
     return {
-        "enabled": bool(section["enabled"]),
+        "enabled": enabled,
         **point,
         "backends": backends,
         "arms": arms,

@@ -185,6 +185,8 @@ def test_settings_resolve_the_point_and_check_the_baseline():
     assert (got["model_name"], got["imgsz"], got["batch"]) == ("yolo12n", 640, 8)
     assert got["rounds_planned"] == timing_plan.whole_cycles(config["paired_timing"]["rounds"], 3)
     assert timing_plan.target_dir(got) == "results/timing/yolo12n/imgsz640/b8"
-    bad = cfg.validate({"paired_timing": {"backends": ["sdpa"], "baseline": "eager"}})
+    bad = {"backends": ["sdpa"], "baseline": "eager"}
+    off = cfg.validate({"paired_timing": bad})
+    assert not timing_plan.settings(off, train)["enabled"]  # not checked while off
     with pytest.raises(cfg.ConfigError, match="paired_timing.baseline"):
-        timing_plan.settings(bad, train)
+        timing_plan.settings(cfg.validate({"paired_timing": {**bad, "enabled": True}}), train)
