@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from workflow_helpers import REPO, job_stats, output_of, prepare_workdir, snakemake
 
+from attnbench import config as cfg
 from attnbench import paired_stats, timing_plan
 
 pytestmark = pytest.mark.slow
 
 TINY = REPO / "tests" / "configs" / "timing-tiny.yaml"
+GPU_CONFIG = REPO / "docs" / "reference" / "gpu" / "timing" / "config.yaml"
 POINT = Path("results/timing/yolo12n/imgsz64/b2")
 ARMS = ["eager", "sdpa", timing_plan.BARE]
 
@@ -95,6 +98,60 @@ def test_the_report_states_the_paired_result(run):
     assert "train job vs bare" in section and "Fieller (paired, n-1 df)" in section
 
 
+def test_the_readme_is_generated_from_the_tables(run, tmp_path):
+    import runpy
+
+    readme = runpy.run_path(str(REPO / "benchmarks" / "timing_readme.py"))
+    assert readme["main"]([str(tmp_path), "--from", str(run[0] / POINT), "--environment"]) == 0
+    text = (tmp_path / "README.md").read_text()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    for _, row in summary.iterrows():  # every ratio and interval, as the CSV has it
+        assert (
+            f"| {row['arm']} | {row['baseline']} | {row['comparison']} | {row['ratio']:.4f} |"
+            in text
+        )
+        assert f"{row['ratio_ci_low']:.4f} – {row['ratio_ci_high']:.4f}" in text
+    assert "## Issue 22's targets" in text and "sdpa_cudnn against eager: not timed here" in text
+    assert "| bare | ok | stock Ultralytics AAttn | 6 |" in text
+    assert (tmp_path / "environment.txt").read_text().startswith("device ")
+
+
 def test_a_rerun_plans_nothing(run):
     text = output_of(snakemake(run[0], "-n", "--cores", "2", configfile=TINY))
     assert job_stats(text) == {}
+
+
+def _gpu_config(tmp_path: Path) -> Path:
+    """The GPU run's config with its local dataset pointed at a stand-in folder."""
+    config = yaml.safe_load(GPU_CONFIG.read_text())
+    (tmp_path / "crop-or-weed").mkdir()
+    (tmp_path / "crop-or-weed" / "data.yaml").write_text("names: [crop, weed]\n")
+    config["dataset"]["local"] = str(tmp_path / "crop-or-weed")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_the_gpu_config_is_issue_22s_point(tmp_path):
+    config = cfg.load_file(_gpu_config(tmp_path))
+    train = cfg.effective_train(config, cfg.resolve_dataset(config))
+    got = timing_plan.settings(config, train)
+    assert (got["model"], got["batch"], got["imgsz"]) == ("yolo12n.yaml", 8, 640)
+    assert got["arms"] == ["eager", "sdpa_cudnn", "flash_attn", timing_plan.BARE]
+    assert got["baseline"] == "eager" and config["flash_attn"]["build"] == "never"
+    assert config["dataset"]["source"] == "local" and train["amp"] is True
+    assert got["steps_per_block"] % 8 == 0  # whole optimizer steps at batch 8
+    assert got["rounds_planned"] == got["rounds"] and got["time_limit_s"] <= 420
+
+
+def test_the_gpu_run_plans_only_the_dataset_and_paired_timing(tmp_path):
+    workdir = prepare_workdir(tmp_path / "work")
+    configfile = _gpu_config(tmp_path)
+    target = "results/timing/yolo12n/imgsz640/b8/summary.csv"
+    for args in (("timing",), (target,)):
+        text = output_of(snakemake(workdir, *args, "-n", "--cores", "2", configfile=configfile))
+        stats = job_stats(text)
+        assert stats.pop("timing", 1) == 1
+        assert stats == {
+            "fetch_dataset": 1, "validate_dataset": 1, "build_flash_attn": 1, "paired_timing": 1,
+        }, args  # fmt: skip
