@@ -19,6 +19,7 @@ include: "rules/attention.smk"
 include: "rules/train.smk"
 include: "rules/sweep.smk"
 include: "rules/inference.smk"
+include: "rules/timing.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"
 
@@ -38,6 +39,7 @@ localrules:
     infer_aggregate,
     infer_plots,
     inference,
+    timing,
     all,
 
 
@@ -49,6 +51,8 @@ rule all:
         sweep_targets(),
         # Inference tables and figures, only with inference.enabled (rules/inference.smk).
         inference_targets(),
+        # Paired in-process timing, only with paired_timing.enabled (rules/timing.smk).
+        timing_targets(),
 
 
 # The sweep alone: snakemake sweep --configfile docs/reference/h200/sweep/config.yaml
@@ -61,3 +65,9 @@ rule sweep:
 rule inference:
     input:
         inference_targets(),
+
+
+# Paired timing alone: snakemake timing --configfile docs/reference/gpu/timing/config.yaml
+rule timing:
+    input:
+        timing_targets(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from attnbench import narrative_scope, tables
+from attnbench import narrative_scope, tables, timing_report
 from attnbench.clauses import certainty_clause, difference_text, power_clause, verdict_clause
 from attnbench.formatting import (
     confidence_text,
@@ -44,11 +44,13 @@ def headline(
     alpha: float,
     tost_margin: float,
     replica: pd.DataFrame | None = None,
+    paired: pd.DataFrame | None = None,
 ) -> list[str]:
     """The answer, most certain first: 1 which kernel ran, 2 peak memory, 3 GPU time per
     step and attention's share, 4 the regime (host- or GPU-bound, Amdahl ceiling), 5 speed
-    with its interval and minimum detectable effect, 6 accuracy equivalence; then the
-    A/A noise floor and the tally. Each claim is as strong as its test, no stronger.
+    (`speed_statement`: from the paired timing when it ran, else "not resolved"),
+    6 accuracy equivalence; then the A/A noise floor. Each claim is as strong as its test,
+    no stronger.
     """
     if tables.ok_runs(runs).empty:
         return [
@@ -61,12 +63,34 @@ def headline(
         memory_sentence(summary, comparisons, baseline, alpha),
         gpu_time_sentence(summary, comparisons, baseline, alpha, cpu),
         regime_sentence(summary, baseline, cpu),
-        speed_sentence(summary, comparisons, baseline, alpha),
+        speed_statement(summary, comparisons, baseline, paired),
         accuracy_sentence(comparisons, baseline, tost_margin, alpha, summary),
         noise_floor_sentence(comparisons, replica, baseline, alpha, cpu),
-        _tally(comparisons, alpha, speed_metric(comparisons, summary)),
     ]
     return [s for s in out if s]
+
+
+def speed_statement(
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    baseline: str,
+    paired: pd.DataFrame | None,
+) -> str:
+    """5. Wall time only as resolved: the paired timing's ratios with their intervals when
+    it ran, else that wall time was not resolved and why (never an across-process claim)."""
+    if paired is not None:
+        return timing_report.paired_sentence(paired)
+    return timing_report.unresolved_sentence(comparisons, summary, baseline)
+
+
+def across_processes(
+    summary: pd.DataFrame, comparisons: pd.DataFrame, baseline: str, alpha: float
+) -> str:
+    """The separate train jobs' speed comparison and tally, for the wall-time section
+    (labelled there as unresolved: it is not the headline's speed statement)."""
+    text = speed_sentence(summary, comparisons, baseline, alpha)
+    tally = _tally(comparisons, alpha, speed_metric(comparisons, summary))
+    return " ".join(s for s in (text, tally) if s)
 
 
 def provenance_sentence(runs: pd.DataFrame) -> str:

@@ -9,6 +9,7 @@ stock forward. The q/k/v channel layout is untouched, so weights stay compatible
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,8 +30,12 @@ class ActiveBackend:
     calls: Counter = field(default_factory=Counter)
     # Calls on a device the backend does not support (model construction only).
     construction_calls: int = 0
+    # Seconds spent in this dispatch around the kernel calls (checks, the call counter,
+    # the profiler region; casts when train.cast asks): the patch's own per-call cost.
+    dispatch_s: float = 0.0
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
         given = q.dtype
         if q.device.type not in self.backend.devices:
             # Ultralytics builds the model on the CPU and runs one forward there to
@@ -49,14 +54,23 @@ class ActiveBackend:
         B, h, N, d = q.shape
         self.calls[(host.dtype_name(q.dtype), host.dtype_name(given), B, h, N, d)] += 1
         with record_function(REGION):
+            called = time.perf_counter()
             out = self.backend.fn(q, k, v)
-        return out if out.dtype == given else out.to(given)
+            returned = time.perf_counter()
+        out = out if out.dtype == given else out.to(given)
+        self.dispatch_s += (called - start) + (time.perf_counter() - returned)
+        return out
 
     def dtypes_seen(self) -> list[str]:
         return sorted({key[0] for key in self.calls})
 
 
 _ACTIVE: ActiveBackend | None = None
+
+
+def active() -> ActiveBackend | None:
+    """The backend `use_backend` has active now, or None (stock AAttn.forward)."""
+    return _ACTIVE
 
 
 def _aattn_forward(self, x: torch.Tensor) -> torch.Tensor:

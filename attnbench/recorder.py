@@ -9,6 +9,12 @@
   there is one) run under torch.profiler, apart from the timed ones.
 - Epoch loop time, memory peaks (torch, NVML, host RSS), and no silent batch
   halving: an out-of-memory error is a result.
+- The harness's own cost (`HarnessClock`): every callback is timed with perf_counter,
+  exclusive of what nests inside it, by kind. Per step: the batch callbacks and the
+  patch's dispatch around each attention call (`patch.ActiveBackend.dispatch_s`, read
+  between the batch callbacks), over the iterations outside the profiler window. Fixed
+  per run: provenance profiling, the profiler window (its start, stop and profiled
+  iterations' callbacks), the epoch callbacks, and what `training` times around them.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnbench import backends, host, provenance
+from attnbench import backends, host, patch, provenance
 from attnbench.profiling import HostRSS, StepClock, nvml_for
 from attnbench.steptime import ProfileWindow, StepTimer, breakdown
 
@@ -33,6 +39,35 @@ CALLBACKS = (
     "on_train_start", "on_train_epoch_start", "on_train_batch_start", "on_train_batch_end",
     "on_train_epoch_end", "on_fit_epoch_end", "on_train_end",
 )  # fmt: skip
+STEP_CALLBACKS = ("on_train_batch_start", "on_train_batch_end")
+# HarnessClock kinds: per step, and fixed per run (the metrics.json keys harness_<kind>_s).
+PER_STEP = ("step_callbacks", "dispatch")
+FIXED = ("setup", "provenance", "profile_window", "run_callbacks", "results")
+
+
+class HarnessClock:
+    """Seconds of the harness's own work by kind, each region exclusive of nested ones."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys((*PER_STEP, *FIXED), 0.0)
+        self._inner: list[float] = []  # time of regions nested in each open region
+
+    @contextlib.contextmanager
+    def timed(self, kind: str | None, decide=None):
+        """Add the region's exclusive time to `kind` (or to `decide()`, asked at its end)."""
+        self._inner.append(0.0)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            inner = self._inner.pop()
+            self.add(decide() if decide else kind, elapsed - inner)
+            if self._inner:
+                self._inner[-1] += elapsed
+
+    def add(self, kind: str, seconds: float) -> None:
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
 
 
 @contextlib.contextmanager
@@ -89,10 +124,40 @@ class RunRecorder:
         self.final_metrics: dict[str, float] = {}
         self.train_images = 0
         self.batch = None
+        self.overhead = HarnessClock()
+        self.overhead_steps = 0  # iterations outside the profiler window
+        self._dispatch_mark: float | None = None
 
     def attach(self, model) -> None:
+        """Register the callbacks (on a YOLO model or a trainer), each timed as harness work."""
         for name in CALLBACKS:
-            model.add_callback(name, getattr(self, name))
+            model.add_callback(name, self._timed(name, getattr(self, name)))
+
+    def _timed(self, name: str, callback):
+        def profiled() -> str:  # a batch callback of a profiled iteration is the window's cost
+            return "profile_window" if self.window.active else "step_callbacks"
+
+        def run(trainer) -> None:
+            if name == "on_train_batch_end":
+                self._count_dispatch()
+            with self.overhead.timed("run_callbacks", profiled if name in STEP_CALLBACKS else None):
+                callback(trainer)
+            if name == "on_train_batch_start":
+                current = patch.active()
+                self._dispatch_mark = current.dispatch_s if current else None
+
+        return run
+
+    def _count_dispatch(self) -> None:
+        """The patch's dispatch time since the iteration's start, into its kind."""
+        current, mark = patch.active(), self._dispatch_mark
+        self._dispatch_mark = None
+        if not self.window.active:
+            self.overhead_steps += 1
+        if current is None or mark is None:
+            return
+        kind = "profile_window" if self.window.active else "dispatch"
+        self.overhead.add(kind, current.dispatch_s - mark)
 
     # -- callbacks ------------------------------------------------------------
     def on_train_start(self, trainer) -> None:
@@ -100,7 +165,8 @@ class RunRecorder:
         self.batch = trainer.batch_size
         self.window_epoch = 1 if trainer.epochs > 1 else 0
         self.timer.attach(trainer)
-        self.provenance = self.prove(trainer)
+        with self.overhead.timed("provenance"):
+            self.provenance = self.prove(trainer)
         if not self.provenance["matched"]:
             raise provenance.ProvenanceMismatchError(
                 f"{self.backend.name}: the profiled kernels do not match the backend: "
@@ -128,7 +194,8 @@ class RunRecorder:
         self.clock.batch_start()
         window, i = self.window, self.timer.iteration()
         if window.active and window.profiled >= window.steps:
-            window.stop()  # inside the excluded interval that precedes this mark
+            with self.overhead.timed("profile_window"):
+                window.stop()  # inside the excluded interval that precedes this mark
         in_window = (
             self._epoch_index == self.window_epoch
             and not window.done
@@ -136,7 +203,8 @@ class RunRecorder:
             and i >= self.timer.warmup
         )
         if in_window and not window.active:
-            window.start()
+            with self.overhead.timed("profile_window"):
+                window.start()
         if window.active:
             window.batch_start()
         # The window's iterations, and the first one after it (the queue drained by
@@ -152,7 +220,8 @@ class RunRecorder:
             self.window.batch_end()
 
     def on_train_epoch_end(self, trainer) -> None:
-        self.window.abandon()  # an epoch shorter than the window ends it here
+        with self.overhead.timed("profile_window"):
+            self.window.abandon()  # an epoch shorter than the window ends it here
         host.synchronize(self.device)
         self.train_epoch_times.append(time.perf_counter() - self._epoch_start)
         self.timer.epoch_end()
@@ -183,7 +252,8 @@ class RunRecorder:
         return self.timer.warmup + self.window.profiled
 
     def stop_samplers(self) -> None:
-        self.window.abandon()
+        with self.overhead.timed("profile_window"):
+            self.window.abandon()
         self.rss.stop()
         if self.nvml:
             self.nvml.stop()
@@ -225,6 +295,27 @@ class RunRecorder:
         else:
             window = breakdown([], self.device.type, 0, 0.0, None)
         return {**steps, **window, "timing_warmup_iters": self.timer.warmup}
+
+    def overhead_keys(self, step_ms: float | None) -> dict[str, Any]:
+        """The harness's own cost as metrics.json keys: per step (ms, and as a share of
+        `step_ms`, else of the mean iteration) and fixed per run (s, by kind and in all)."""
+        seconds, steps = self.overhead.seconds, self.overhead_steps
+        per_step = {k: seconds[k] * 1e3 / steps if steps else None for k in PER_STEP}
+        total = sum(per_step.values()) if steps else None
+        basis = "step_ms_median"
+        if not step_ms and self.clock.batches:
+            step_ms, basis = self.clock.step_s * 1e3 / self.clock.batches, "mean iteration"
+        fixed = {f"harness_{k}_s": seconds[k] for k in FIXED}
+        return {
+            "harness_overhead_ms_per_step": total,
+            "harness_callbacks_ms_per_step": per_step["step_callbacks"],
+            "harness_dispatch_ms_per_step": per_step["dispatch"],
+            "harness_overhead_share": total / step_ms if total is not None and step_ms else None,
+            "harness_overhead_share_of": basis if step_ms else None,
+            "harness_overhead_steps": steps,
+            **fixed,
+            "harness_fixed_s": sum(fixed.values()),
+        }
 
     # -- provenance -----------------------------------------------------------
     def prove(self, trainer) -> dict[str, Any]:

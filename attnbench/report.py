@@ -32,6 +32,7 @@ from attnbench import (
     stat_views,
     sweep_report,
     tables,
+    timing_report,
 )
 from attnbench.formatting import (
     TextTable,
@@ -102,8 +103,10 @@ def build_context(
     config: str | Mapping[str, Any],
     dataset_reason: str,
     train: str | Mapping[str, Any] | None = None,
+    paired_timing: Iterable[str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
-    """Everything the template shows, from the `report` rule's inputs and params."""
+    """Everything the template shows, from the `report` rule's inputs and params
+    (`paired_timing`: the paired timing's summary.csv, when it ran)."""
     config = json.loads(config) if isinstance(config, str) else dict(config)
     train = json.loads(train) if isinstance(train, str) else dict(train or {})
     table_paths, plots = list(table_paths), list(plots)  # each is read twice
@@ -144,6 +147,7 @@ def build_context(
     )
     parity_ok = parity[parity["status"] == "ok"] if "status" in parity else parity
     sweep_baseline = (config.get("sweep") or {}).get("baseline", baseline)
+    paired = timing_report.read(paired_timing)
     return {
         "sweep": sweep_report.context(table_paths, plots, sweep_baseline, data_uri),
         "inference": inference_report.context(table_paths, plots, data_uri),
@@ -153,7 +157,10 @@ def build_context(
         "tost_margin": margin,
         "confidence": confidence_text(alpha),
         "headline": narrative.headline(
-            summary, comparisons, runs, baseline, alpha, margin, replica
+            summary, comparisons, runs, baseline, alpha, margin, replica, paired
+        ),
+        "timing": timing_report.context(
+            paired, narrative.across_processes(summary, comparisons, baseline, alpha)
         ),
         "scope": caveats.scope(runs, dataset, dataset_reason),
         "cpu": cpu,

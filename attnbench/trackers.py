@@ -113,6 +113,20 @@ def _environ(defaults: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def integrations_off() -> Iterator[None]:
+    """Within the block, trainers are built with no tracker integration (as `loggers: []`):
+    for trainers built directly, not through `model.train()` (attnbench.paired_timing)."""
+    from ultralytics.utils import SETTINGS
+
+    saved = {key: SETTINGS[key] for key in INTEGRATIONS if key in SETTINGS}
+    dict.update(SETTINGS, dict.fromkeys(saved, False))  # in memory: settings.json is not written
+    try:
+        yield
+    finally:
+        dict.update(SETTINGS, saved)
+
+
+@contextlib.contextmanager
 def tracking(
     loggers: Sequence[str],
     model: Any,

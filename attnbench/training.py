@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import statistics
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def train_one(
     device: torch.device,
 ) -> dict[str, Any]:
     """Train once and return metrics.json's content; raises for non-OOM failures."""
+    started = time.perf_counter()
     workdir = Path(workdir).resolve()  # Ultralytics puts a relative project under its own runs_dir
     runs = workdir / "ultralytics"
     shutil.rmtree(runs, ignore_errors=True)  # a killed run restarts cleanly (no resume)
@@ -105,6 +107,8 @@ def train_one(
         return {**metrics, "status": "unavailable", "reason": reason}
 
     recorder = RunRecorder(kernel, device, train["provenance_steps"], train["timing"])
+    # The harness's set-up: environment, availability check (Ultralytics' own is not in it).
+    recorder.overhead.add("setup", time.perf_counter() - started)
     model, args = ultralytics_run.setup(
         train["model"], recorder, data_yaml, train, device, workdir,
         epochs=train["epochs"], batch=train["batch"], imgsz=train["imgsz"], seed=seed,
@@ -130,7 +134,9 @@ def train_one(
             LOG.error("%s seed %d ran out of memory: %s", backend, seed, reason)
         finally:
             recorder.stop_samplers()
-    recorder.read_peaks()
+    with recorder.overhead.timed("results"):
+        recorder.read_peaks()
+        timing, peaks = recorder.timing(), recorder.peaks()
 
     prov = recorder.provenance  # a mismatch already ended the run before its first epoch
     final = recorder.final_metrics or _results_metrics(runs / "results.csv")
@@ -160,8 +166,9 @@ def train_one(
             else None,
             "images_per_s": images / sum(train_times) if train_times else None,
             "data_wait_fraction": recorder.clock.fraction(),
-            **recorder.timing(),
-            **recorder.peaks(),
+            **timing,
+            **peaks,
+            **recorder.overhead_keys(timing.get("step_ms_median")),
             "provenance": prov,
             "amp_check": "skipped (it downloads yolo26n.pt)"
             if device.type == "cuda"

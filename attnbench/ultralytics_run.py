@@ -37,23 +37,15 @@ def skip_amp_check(model) -> bool:
     return on_cuda
 
 
-def setup(
-    weights: str,
-    recorder: RunRecorder,
+def train_args(
     data_yaml: str | os.PathLike,
     train: dict[str, Any],
     device: torch.device,
     workdir: str | os.PathLike,
     **args: Any,
-) -> tuple[Any, dict[str, Any]]:
-    """A YOLO model with `recorder` attached, and its train() arguments: the shared ones
-    (config `train`, device, no pretrained weights, no plots) updated with `args`."""
-    from ultralytics import YOLO
-    from ultralytics.engine import trainer as trainer_module
-
-    trainer_module.check_amp = skip_amp_check  # no download of a reference model
-    model = YOLO(weights, task="detect")
-    recorder.attach(model)
+) -> dict[str, Any]:
+    """The train() arguments every run shares (config `train`, device, no pretrained
+    weights, no plots), updated with `args`."""
     shared = {
         "data": str(data_yaml),
         "optimizer": train["optimizer"],
@@ -68,4 +60,30 @@ def setup(
         "exist_ok": True,
         "plots": False,  # plotting fetches a font from the hub
     }
-    return model, {**shared, **args}
+    return {**shared, **args}
+
+
+def offline_amp_check() -> None:
+    """Put `skip_amp_check` in place of Ultralytics' check_amp (no download)."""
+    from ultralytics.engine import trainer as trainer_module
+
+    trainer_module.check_amp = skip_amp_check
+
+
+def setup(
+    weights: str,
+    recorder: RunRecorder,
+    data_yaml: str | os.PathLike,
+    train: dict[str, Any],
+    device: torch.device,
+    workdir: str | os.PathLike,
+    **args: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """A YOLO model with `recorder` attached, and its train() arguments: the shared ones
+    (`train_args`) updated with `args`."""
+    from ultralytics import YOLO
+
+    offline_amp_check()  # no download of a reference model
+    model = YOLO(weights, task="detect")
+    recorder.attach(model)
+    return model, train_args(data_yaml, train, device, workdir, **args)

@@ -29,6 +29,8 @@ rule report:
         # The inference section, only with inference.enabled.
         inference_tables=infer_plan.report_inputs(INFER.enabled)["tables"],
         inference_plots=infer_plan.report_inputs(INFER.enabled)["plots"],
+        # The paired timing's summary (the speed statement), only with paired_timing.enabled.
+        timing=timing_report_input(),
         backends="results/env/backends.json",
         dataset=f"{DATA_DIR}/summary.json",
         template=f"{workflow.basedir}/report/report.html.j2",
@@ -36,7 +38,7 @@ rule report:
         section_templates=expand(
             "{base}/report/{name}.html.j2",
             base=workflow.basedir,
-            name=["sweep", "inference"],
+            name=["sweep", "inference", "timing"],
         ),
     output:
         report("results/report.html", caption="../report/report.rst", category="Report"),

@@ -13,7 +13,7 @@ smk = snakemake
 
 
 def extra(name: str) -> list[str]:
-    """Optional inputs of the sweep's and inference's sections (absent when off)."""
+    """Optional inputs of the sweep's, inference's and paired timing's sections (absent when off)."""
     return list(smk.input.get(name) or [])
 
 
@@ -41,5 +41,6 @@ with rule_logging(smk) as log:
         config=resolved_config(),
         dataset_reason=smk.params.dataset_reason,
         train=settings_param(smk, "train"),
+        paired_timing=extra("timing"),
     )
     log.info("wrote %s", smk.output[0])

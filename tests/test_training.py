@@ -118,6 +118,18 @@ def test_metrics_of_a_cpu_run(runs, backend):
     for key in ("peak_alloc_mb", "peak_reserved_mb", "peak_device_used_mb", "gpu_util_mean"):
         assert metrics[key] is None, key
     assert metrics["host_peak_rss_mb"] > 0
+    # The harness's own cost, measured directly: per step and fixed per run.
+    assert metrics["harness_overhead_steps"] == 2  # 8 images at batch 4, no profiled ones
+    for key in ("harness_overhead_ms_per_step", "harness_callbacks_ms_per_step",
+                "harness_dispatch_ms_per_step", "harness_overhead_share", "harness_setup_s",
+                "harness_provenance_s", "harness_results_s", "harness_fixed_s"):  # fmt: skip
+        assert metrics[key] > 0, key
+    assert metrics["harness_overhead_ms_per_step"] == pytest.approx(
+        metrics["harness_callbacks_ms_per_step"] + metrics["harness_dispatch_ms_per_step"]
+    )
+    assert metrics["harness_overhead_share"] < 0.5  # bookkeeping, not the step
+    assert metrics["harness_overhead_share_of"] == "mean iteration"  # no steady-state steps
+    assert metrics["harness_provenance_s"] < metrics["harness_fixed_s"]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

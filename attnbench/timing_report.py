@@ -1,0 +1,138 @@
+"""Wall time in the report: the paired timing's section and the headline's speed statement.
+
+Wall time is stated only as resolved. With paired timing (rule paired_timing, its
+summary.csv among the report's inputs) the speed statement is its paired ratios with their
+intervals; without it the statement says that wall time was not resolved and why, and the
+across-process comparison stays in this section, labelled as such (`narrative` chooses).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from attnbench import io, tables
+from attnbench.formatting import blank, is_finite, na_text, num, text_table, yes_no
+from attnbench.lookups import STEP, compared_arms, finite_rows, truthy
+
+OVERHEAD = "train job vs bare"  # attnbench.paired_stats.OVERHEAD_COMPARISON (torch-free, heavy)
+COLUMNS = [
+    "arm", "baseline", "comparison", "status", "ratio", "ratio_ci_low", "ratio_ci_high",
+    "halfwidth_pct", "resolved", "mde_pct", "blocks", "steps_per_block", "block_cv",
+    "ms_per_step", "baseline_ms_per_step", "peak_alloc_mb", "device_name", "reason",
+]  # fmt: skip
+ENABLE = "paired_timing.enabled: true (rule paired_timing)"
+
+
+def _fixed(value: Any) -> str:
+    return f"{float(value):.4f}" if is_finite(value) else "n/a"
+
+
+def read(paths: Iterable[str | os.PathLike] | None) -> pd.DataFrame | None:
+    """The paired timing's summary.csv, or None when it was not among the inputs."""
+    paths = list(paths or [])
+    return io.read_csv(paths[0]) if paths else None
+
+
+def _ratio(row: pd.Series) -> str:
+    """'0.8620x (-13.80%; 95% CI 0.8570-0.8670, ±0.50%)', or the exact ratio when identical."""
+    ratio = float(row["ratio"])
+    if truthy(row.get("identical")):
+        return f"{ratio:.4f}x (identical in every round, exact)"
+    if not (is_finite(row.get("ratio_ci_low")) and is_finite(row.get("ratio_ci_high"))):
+        return f"{ratio:.4f}x (no interval: fewer than two paired blocks)"
+    conf = f"{100 * float(row['confidence']):.0f}%" if is_finite(row.get("confidence")) else "95%"
+    text = (
+        f"{ratio:.4f}x ({100 * (ratio - 1):+.2f}%; {conf} CI {float(row['ratio_ci_low']):.4f}-"
+        f"{float(row['ratio_ci_high']):.4f}, ±{float(row['halfwidth_pct']):.2f}%"
+    )
+    if not truthy(row.get("resolved")) and is_finite(row.get("target_halfwidth_pct")):
+        text += f", wider than the ±{float(row['target_halfwidth_pct']):g}% target"
+    return text + ")"
+
+
+def paired_sentence(paired: pd.DataFrame) -> str:
+    """The headline's speed statement from the paired timing's summary."""
+    ok = paired[
+        (paired["status"] == "ok") & pd.to_numeric(paired["ratio"], errors="coerce").notna()
+    ]
+    if ok.empty:
+        reasons = "; ".join(dict.fromkeys(blank(r) for r in paired["reason"] if blank(r)))
+        return (
+            "Speed: paired in-process timing ran but resolved no ratio"
+            + (f" ({reasons})" if reasons else "")
+            + ", so wall time is not resolved."
+        )
+    first = ok.iloc[0]
+    how = (
+        f"paired in-process timing on {na_text(first.get('device_name'))}: "
+        f"{int(first['blocks'])} rounds of {int(first['steps_per_block'])} steps per arm, "
+        "arms interleaved in one process"
+    )
+    parts = [
+        f"{r['arm']} {_ratio(r)} of {r['baseline']}'s step time"
+        for _, r in ok[ok["comparison"] != OVERHEAD].iterrows()
+    ]
+    overhead = ok[ok["comparison"] == OVERHEAD]
+    text = f"Speed ({how}): " + ("; ".join(parts) if parts else "no backend besides the baseline")
+    if not overhead.empty:
+        row = overhead.iloc[0]
+        text += (
+            f". Harness overhead: the train job's step ({row['arm']}, patched and recorded) "
+            f"took {_ratio(row)} of bare Ultralytics'"
+        )
+    skipped = paired[paired["status"] != "ok"]
+    if not skipped.empty:
+        text += ". Not timed: " + "; ".join(
+            f"{r['arm']} ({r['status']})" for _, r in skipped.iterrows()
+        )
+    return text + "."
+
+
+def unresolved_sentence(comparisons: pd.DataFrame, summary: pd.DataFrame, baseline: str) -> str:
+    """The headline's speed statement without paired timing: not resolved, and why."""
+    why = (
+        "every run was timed in a process of its own, and the step time of the same arm "
+        "differs between processes by more than backends differ, while no paired in-process "
+        f"timing ran ({ENABLE} resolves it)"
+    )
+    metric = STEP if not finite_rows(summary, STEP).empty else None
+    rows = compared_arms(comparisons, metric) if metric else pd.DataFrame()
+    mde = pd.to_numeric(rows["mde_pct"], errors="coerce").dropna() if "mde_pct" in rows else None
+    if mde is not None and not mde.empty:
+        why += (
+            f"; across processes these runs detect only step-time differences of "
+            f"{mde.min():.1f}% or more against {baseline} (80% power)"
+        )
+    return (
+        f"Speed: wall time was not resolved: {why}. No backend is called faster or slower "
+        "here; GPU time per step and peak memory above are the measured differences."
+    )
+
+
+def context(paired: pd.DataFrame | None, across: str) -> dict[str, Any]:
+    """What report/timing.html.j2 shows: the paired table, or why wall time is unresolved."""
+    if paired is None:
+        return {"paired": False, "across": across, "enable": ENABLE}
+    first = paired.iloc[0] if not paired.empty else pd.Series(dtype=object)
+    return {
+        "paired": True,
+        "across": across,
+        "enable": ENABLE,
+        "device": na_text(first.get("device_name")),
+        "clock": na_text(first.get("clock")),
+        "method": na_text(first.get("ratio_method")),
+        "table": text_table(
+            paired,
+            columns=[c for c in COLUMNS if c in paired],
+            formats={"status": na_text, "reason": blank, "resolved": yes_no}
+            | {c: _fixed for c in ("ratio", "ratio_ci_low", "ratio_ci_high")}
+            | {c: na_text for c in ("arm", "baseline", "comparison", "device_name")}
+            | {c: lambda v: num(v, 4) for c in ("halfwidth_pct", "mde_pct", "block_cv")},
+            row_class=lambda r: "" if r.get("status") == "ok" else "failed",
+        ),
+        "metric_label": tables.METRIC_BY_KEY[STEP].label,
+    }

@@ -1,0 +1,52 @@
+"""Rule paired_timing: every arm of one (model, imgsz, batch) point, interleaved in one process."""
+
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from attnbench.scriptutil import gpu_job, json_params
+
+smk = snakemake
+with gpu_job(smk) as job:
+    import pandas as pd
+
+    from attnbench import paired_stats, paired_timing
+    from attnbench.io import atomic_path, write_csv, write_json
+    from attnbench.ultralytics_run import offline_ultralytics
+
+    offline_ultralytics(Path("results/.ultralytics").resolve())
+    settings, train = json_params(smk, "settings", "train")
+    out = Path(smk.output.summary).parent
+    expected = Path(smk.params.target)
+    if out != expected:
+        raise RuntimeError(f"the rule's outputs {out} are not the configured point {expected}")
+    job.log.info(
+        "paired timing of %s at imgsz %d, batch %d: arms %s on %s (%s)",
+        settings["model"], settings["imgsz"], settings["batch"], ", ".join(settings["arms"]),
+        job.device, job.slot.reason,
+    )  # fmt: skip
+    scratch = Path(smk.params.scratch)
+    result = paired_timing.run(settings, train, smk.input.data_yaml, scratch, job.device)
+    shutil.rmtree(scratch, ignore_errors=True)
+    info = result["info"]
+    info["gpu_slot"] = ",".join(job.slot.devices) or None
+    blocks = pd.DataFrame(result["blocks"], columns=paired_stats.BLOCK_COLUMNS)
+    status = {name: (arm["status"], arm["reason"]) for name, arm in info["arms"].items()}
+    summary = paired_stats.summarize(
+        blocks, settings["arms"], settings["baseline"], settings["alpha"],
+        settings["target_halfwidth_pct"], status,
+    )  # fmt: skip
+    if summary["device_name"].isna().all():
+        summary["device_name"] = info["device_name"]
+        summary["clock"] = info["clock"]
+    write_csv(smk.output.blocks, result["blocks"], paired_stats.BLOCK_COLUMNS)
+    with atomic_path(smk.output.summary) as tmp:
+        summary.to_csv(tmp, index=False)
+    write_json(smk.output.info, info)
+    for row in summary.itertuples():
+        job.log.info(
+            "%s / %s: %.4f [%.4f, %.4f] (%s blocks, %s)", row.arm, row.baseline, row.ratio,
+            row.ratio_ci_low, row.ratio_ci_high, row.blocks, row.status,
+        )  # fmt: skip

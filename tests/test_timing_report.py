@@ -1,0 +1,122 @@
+"""The report states wall time only as resolved: from the paired timing when it ran (its
+ratios with their intervals), else "not resolved" and why, with no wall-time claim."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures_runs import NamedList, make_study, rendered_study, rule_jobs, run_script
+
+from attnbench import paired_stats, report, timing_plan
+
+REPO = Path(__file__).resolve().parent.parent
+ARMS = ["eager", "sdpa_cudnn", "flash_attn", timing_plan.BARE]
+
+
+def _paired_summary(path: Path, ratios: dict[str, float], rounds: int = 18) -> Path:
+    """summary.csv of synthetic paired blocks with known ratios (flash_attn unavailable)."""
+    rng = np.random.default_rng(0)
+    arms = list(ratios)
+    rows = []
+    for block in timing_plan.plan(arms, rounds, 1, seed=0):
+        ms = 80.0 * ratios[block.arm] * (1 + 0.01 * rng.standard_normal())
+        rows.append(
+            {"arm": block.arm, "block": block.index, "round": block.round,
+             "position": block.position, "warmup": block.warmup, "steps": 16,
+             "total_ms": 16 * ms, "ms_per_step": ms, "clock": "perf_counter",
+             "device_name": "NVIDIA H100 80GB HBM3", "peak_alloc_mb": 2400.0}
+        )  # fmt: skip
+    summary = paired_stats.summarize(
+        pd.DataFrame(rows), [*arms[:2], "flash_attn", *arms[2:]], "eager", 0.05, 1.0,
+        {"flash_attn": ("unavailable", "flash_attn is not installed")},
+    )  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    return rendered_study(tmp_path_factory.getbasetemp(), "gpu")
+
+
+def _context(study: Path, paired: list[Path]) -> dict:
+    tables = [study / "tables" / f"{n}.csv" for n in ("runs", "summary", "comparisons", "replica")]
+    dataset = next((study / "data").glob("*/summary.json"))
+    return report.build_context(
+        tables, [], study / "env" / "backends.json", dataset,
+        title="t", config={"analysis": {"baseline": "eager"}}, dataset_reason="r",
+        paired_timing=paired,
+    )  # fmt: skip
+
+
+def _speed(ctx: dict) -> str:
+    return next(s for s in ctx["headline"] if s.startswith("Speed"))
+
+
+def test_paired_timing_makes_the_speed_statement(study, tmp_path):
+    path = _paired_summary(
+        tmp_path / "summary.csv", {"eager": 1.0, "sdpa_cudnn": 0.86, timing_plan.BARE: 0.97}
+    )
+    ctx = _context(study, [path])
+    text = _speed(ctx)
+    assert text.startswith("Speed (paired in-process timing on NVIDIA H100 80GB HBM3: 18 rounds")
+    assert re.search(
+        r"sdpa_cudnn 0\.8\d{3}x \(-1\d\.\d\d%; 95% CI 0\.8\d{3}-0\.8\d{3}, ±0\.\d\d%\)", text
+    )
+    assert "Harness overhead: the train job's step (eager" in text
+    assert re.search(r"took 1\.0\d{3}x \(\+\d\.\d\d%; 95% CI", text)
+    assert "Not timed: flash_attn (unavailable)" in text
+    assert "not resolved" not in text
+    html = report.render(REPO / "report" / "report.html.j2", ctx)
+    section = re.sub(r"\s+", " ", html[html.index('<section id="wall-time">') :])
+    assert "Fieller (paired, n-1 df)" in section
+    assert "<td>sdpa_cudnn</td><td>eager</td><td>backend vs baseline</td>" in section
+    assert "train job vs bare" in section and "flash_attn is not installed" in section
+
+
+def test_a_wide_interval_is_said_to_miss_the_target(study, tmp_path):
+    path = _paired_summary(tmp_path / "summary.csv", {"eager": 1.0, "sdpa_cudnn": 0.9}, rounds=4)
+    frame = pd.read_csv(path)
+    frame.loc[0, ["ratio_ci_low", "ratio_ci_high", "halfwidth_pct", "resolved"]] = [
+        0.88, 0.92, 2.0, False,
+    ]  # fmt: skip
+    frame.to_csv(path, index=False)
+    text = _speed(_context(study, [path]))
+    assert "±2.00%, wider than the ±1% target" in text and "Harness overhead" not in text
+
+
+def test_without_paired_timing_wall_time_is_not_resolved(study):
+    ctx = _context(study, [])
+    text = _speed(ctx)
+    assert text.startswith("Speed: wall time was not resolved")
+    assert "paired_timing.enabled: true" in text and "80% power" in text
+    assert "fastest" not in text and "significant" not in text
+    assert not any("significantly faster" in s for s in ctx["headline"])
+    # Memory and GPU time lead; the speed statement comes after them.
+    leads = [s.split(":")[0] for s in ctx["headline"]]
+    assert leads.index("Peak GPU memory allocated") < leads.index("GPU time per step")
+    assert leads.index("GPU time per step") < leads.index("Speed")
+    html = report.render(REPO / "report" / "report.html.j2", ctx)
+    section = html[html.index('<section id="wall-time">') :]
+    assert "Wall time was not resolved" in section and "not a resolved wall-time" in section
+
+
+def test_the_report_script_reads_the_timing_input(tmp_path):
+    """scripts/render_report.py takes the summary from the rule's `timing` input."""
+    study = make_study(tmp_path / "s")
+    out = tmp_path / "results"
+    jobs = rule_jobs(study, REPO, out)
+    for job, script in (("aggregate", "aggregate.py"), ("plots", "plots.py")):
+        run_script(REPO / "scripts" / script, jobs[job])
+    job = copy.copy(jobs["report"])
+    summary = _paired_summary(tmp_path / "timing" / "summary.csv", {"eager": 1.0, "sdpa": 0.8})
+    job.input = NamedList(**{**job.input._names, "timing": [str(summary)]})
+    run_script(REPO / "scripts" / "render_report.py", job)
+    html = (out / "report.html").read_text()
+    assert "Speed (paired in-process timing" in html and re.search(r"sdpa 0\.\d{4}x", html)
