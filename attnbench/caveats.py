@@ -33,7 +33,7 @@ def scope(runs: pd.DataFrame, dataset: Mapping[str, Any], reason: str) -> dict[s
     if cpu:
         lines.append(
             "No GPU was used: every finished run trained on the CPU. Times are CPU times, "
-            "\"op time\" is the profiler's CPU op time, GPU memory was not recorded, and "
+            '"op time" is the profiler\'s CPU op time, GPU memory was not recorded, and '
             "nothing here says how an attention kernel behaves on a GPU."
         )
     what = "these numbers are a smoke test" if demo else "these numbers are not a GPU result"

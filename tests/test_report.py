@@ -391,7 +391,9 @@ def test_scope_box_comes_first_for_a_smoke_test_or_a_cpu_run():
     both = caveats.scope(cpu, demo, "dataset.source = demo")
     assert both["title"] == "Read this first: these numbers are a smoke test on a CPU"
     assert "smoke test" in both["lines"][0] and "No GPU was used" in both["lines"][1]
-    assert caveats.scope(gpu, demo, "r")["title"] == "Read this first: these numbers are a smoke test"
+    assert (
+        caveats.scope(gpu, demo, "r")["title"] == "Read this first: these numbers are a smoke test"
+    )
     assert caveats.scope(cpu, real, "r")["title"] == (
         "Read this first: these numbers are not a GPU result"
     )
@@ -402,8 +404,10 @@ def test_scope_box_comes_first_for_a_smoke_test_or_a_cpu_run():
 def test_scope_box_is_above_the_answer_in_the_demo_report(tmp_path_factory):
     html = _cpu_demo_html(tmp_path_factory)
     answer = _section(html, "answer")
-    assert answer.index('id="scope"') < answer.index("<h2>Answer</h2>") < answer.index(
-        '<div class="answer">'
+    assert (
+        answer.index('id="scope"')
+        < answer.index("<h2>Answer</h2>")
+        < answer.index('<div class="answer">')
     )
     assert "What else limits this answer" in answer
 
@@ -499,8 +503,10 @@ def test_views_mark_a_comparison_that_measured_nothing():
     cells = view.set_index("metric").loc["mAP50-95"]
     assert cells["difference"] == "0.0000 (not measurable here)"
     assert cells["95% CI"] == "n/a" and cells["equivalence"] == "not measurable here"
-    assert view.set_index("metric").loc["peak GPU memory allocated", "difference"].endswith(
-        "(identical across 3 seeds)"
+    assert (
+        view.set_index("metric")
+        .loc["peak GPU memory allocated", "difference"]
+        .endswith("(identical across 3 seeds)")
     )
     cells = report._summary_view(summary, cpu=False).set_index("backend")
     assert cells.loc["sdpa", "mAP50-95"] == "0 in every run: not measurable here"
