@@ -63,7 +63,7 @@ def headline(
         memory_sentence(summary, comparisons, baseline, alpha),
         gpu_time_sentence(summary, comparisons, baseline, alpha, cpu),
         regime_sentence(summary, baseline, cpu),
-        speed_statement(summary, comparisons, baseline, paired),
+        speed_statement(summary, comparisons, baseline, paired, cpu),
         accuracy_sentence(comparisons, baseline, tost_margin, alpha, summary),
         noise_floor_sentence(comparisons, replica, baseline, alpha, cpu),
     ]
@@ -75,12 +75,13 @@ def speed_statement(
     comparisons: pd.DataFrame,
     baseline: str,
     paired: pd.DataFrame | None,
+    cpu: bool = False,
 ) -> str:
     """5. Wall time only as resolved: the paired timing's ratios with their intervals when
     it ran, else that wall time was not resolved and why (never an across-process claim)."""
     if paired is not None:
         return timing_report.paired_sentence(paired)
-    return timing_report.unresolved_sentence(comparisons, summary, baseline)
+    return timing_report.unresolved_sentence(comparisons, summary, baseline, cpu)
 
 
 def across_processes(

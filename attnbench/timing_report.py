@@ -92,8 +92,11 @@ def paired_sentence(paired: pd.DataFrame) -> str:
     return text + "."
 
 
-def unresolved_sentence(comparisons: pd.DataFrame, summary: pd.DataFrame, baseline: str) -> str:
-    """The headline's speed statement without paired timing: not resolved, and why."""
+def unresolved_sentence(
+    comparisons: pd.DataFrame, summary: pd.DataFrame, baseline: str, cpu: bool = False
+) -> str:
+    """The headline's speed statement without paired timing: not resolved, and why. On a
+    CPU it points to the op time and names no GPU metric (nothing ran on a GPU)."""
     why = (
         "every run was timed in a process of its own, and the step time of the same arm "
         "differs between processes by more than backends differ, while no paired in-process "
@@ -109,14 +112,21 @@ def unresolved_sentence(comparisons: pd.DataFrame, summary: pd.DataFrame, baseli
         )
     return (
         f"Speed: wall time was not resolved: {why}. No backend is called faster or slower "
-        "here; GPU time per step and peak memory above are the measured differences."
+        f"here; {measured(cpu)} above."
     )
 
 
-def context(paired: pd.DataFrame | None, across: str) -> dict[str, Any]:
+def measured(cpu: bool) -> str:
+    """What was measured in place of wall time, named for the device the runs used."""
+    if cpu:
+        return "CPU op time per step is the measured difference"
+    return "GPU time per step and peak memory are the measured differences"
+
+
+def context(paired: pd.DataFrame | None, across: str, cpu: bool = False) -> dict[str, Any]:
     """What report/timing.html.j2 shows: the paired table, or why wall time is unresolved."""
     if paired is None:
-        return {"paired": False, "across": across, "enable": ENABLE}
+        return {"paired": False, "across": across, "enable": ENABLE, "measured": measured(cpu)}
     first = paired.iloc[0] if not paired.empty else pd.Series(dtype=object)
     return {
         "paired": True,

@@ -107,6 +107,17 @@ def test_without_paired_timing_wall_time_is_not_resolved(study):
     assert "Wall time was not resolved" in section and "not a resolved wall-time" in section
 
 
+def test_unresolved_speed_on_a_cpu_names_no_gpu_metric():
+    """A CPU run's "not resolved" sentence points to the CPU op time, never to GPU time."""
+    from attnbench import timing_report
+
+    empty = pd.DataFrame()
+    on_cpu = timing_report.unresolved_sentence(empty, empty, "eager", cpu=True)
+    on_gpu = timing_report.unresolved_sentence(empty, empty, "eager", cpu=False)
+    assert "GPU" not in on_cpu and "CPU op time per step" in on_cpu
+    assert "GPU time per step and peak memory" in on_gpu
+
+
 def test_the_report_script_reads_the_timing_input(tmp_path):
     """scripts/render_report.py takes the summary from the rule's `timing` input."""
     study = make_study(tmp_path / "s")

@@ -55,11 +55,18 @@ def snakemake(
     configfile: Path | None = DEMO_CONFIG,
     timeout_s: float = 600,
     check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run Snakemake in `workdir`; raise SnakemakeFailed with the output's tail on failure."""
+    """Run Snakemake in `workdir`; raise SnakemakeFailed with the output's tail on failure.
+    `env`: variables added to the clean environment (e.g. a Roboflow key for a dry run)."""
     cmd = snakemake_cmd(workdir, *args, configfile=configfile)
     result = subprocess.run(
-        cmd, cwd=workdir, env=clean_env(), capture_output=True, text=True, timeout=timeout_s
+        cmd,
+        cwd=workdir,
+        env={**clean_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     if check and result.returncode != 0:
         raise SnakemakeFailed(
