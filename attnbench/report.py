@@ -160,7 +160,7 @@ def build_context(
             summary, comparisons, runs, baseline, alpha, margin, replica, paired
         ),
         "timing": timing_report.context(
-            paired, narrative.across_processes(summary, comparisons, baseline, alpha), cpu
+            paired, narrative.across_processes(summary, comparisons, baseline, alpha), cpu, runs
         ),
         "scope": caveats.scope(runs, dataset, dataset_reason),
         "cpu": cpu,

@@ -123,12 +123,72 @@ def measured(cpu: bool) -> str:
     return "GPU time per step and peak memory are the measured differences"
 
 
-def context(paired: pd.DataFrame | None, across: str, cpu: bool = False) -> dict[str, Any]:
-    """What report/timing.html.j2 shows: the paired table, or why wall time is unresolved."""
+#: The fixed per-run seconds a train job's metrics.json records (attnbench.recorder.FIXED).
+FIXED_PARTS = ("setup", "provenance", "profile_window", "run_callbacks", "results")
+#: What the per-step share is of (metrics.json's harness_overhead_share_of).
+SHARE_BASIS = {"step_ms_median": "the median step time", "mean iteration": "the mean iteration"}
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column's finite numbers (none when the column is absent)."""
+    if column not in frame:
+        return pd.Series(dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce").dropna()
+
+
+def overhead_sentence(runs: pd.DataFrame | None) -> str:
+    """The harness's own cost as the train jobs measured it (attnbench.recorder: its batch
+    callbacks and patch dispatch per step; set-up, provenance profiling and the rest once
+    per run): medians over the finished runs, per step in ms and as a share of the step,
+    and the fixed seconds apart. Empty when no finished run recorded it."""
+    if runs is None or "harness_overhead_ms_per_step" not in runs:
+        return ""
+    ok = tables.ok_runs(runs)
+    per_step = _numbers(ok, "harness_overhead_ms_per_step")
+    if per_step.empty:
+        return ""
+    text = (
+        f"Harness overhead, measured inside the {len(per_step)} finished train job(s): "
+        f"{per_step.median():.3g} ms per step (median; its batch callbacks and patch dispatch)"
+    )
+    share = _numbers(ok, "harness_overhead_share")
+    if not share.empty:
+        bases = set(ok.get("harness_overhead_share_of", pd.Series(dtype=object)).dropna())
+        basis = SHARE_BASIS.get(bases.pop(), "the step") if len(bases) == 1 else "the step"
+        text += f", {100 * share.median():.2f}% of {basis}"
+    fixed = _numbers(ok, "harness_fixed_s")
+    if not fixed.empty:
+        parts = []
+        for part in FIXED_PARTS:
+            values = _numbers(ok, f"harness_{part}_s")
+            if not values.empty:
+                parts.append(f"{part.replace('_', ' ')} {values.median():.3g} s")
+        text += f"; fixed per run {fixed.median():.3g} s" + (
+            f" ({', '.join(parts)})" if parts else ""
+        )
+    return text + "."
+
+
+def context(
+    paired: pd.DataFrame | None,
+    across: str,
+    cpu: bool = False,
+    runs: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """What report/timing.html.j2 shows: the paired table, or why wall time is unresolved,
+    and the harness's overhead as the train jobs measured it."""
+    overhead = overhead_sentence(runs)
     if paired is None:
-        return {"paired": False, "across": across, "enable": ENABLE, "measured": measured(cpu)}
+        return {
+            "paired": False,
+            "across": across,
+            "enable": ENABLE,
+            "measured": measured(cpu),
+            "overhead": overhead,
+        }
     first = paired.iloc[0] if not paired.empty else pd.Series(dtype=object)
     return {
+        "overhead": overhead,
         "paired": True,
         "across": across,
         "enable": ENABLE,

@@ -118,6 +118,49 @@ def test_unresolved_speed_on_a_cpu_names_no_gpu_metric():
     assert "GPU time per step and peak memory" in on_gpu
 
 
+def test_the_harness_overhead_is_stated_per_step_and_per_run():
+    """Issue 22: the train jobs' own measure of the harness, ms per step and share of the
+    step, and the fixed per-run seconds apart; failed runs do not count."""
+    from attnbench import timing_report
+
+    runs = pd.DataFrame(
+        {
+            "backend": ["eager", "eager", "sdpa", "sdpa"],
+            "status": ["ok", "ok", "ok", "failed"],
+            "harness_overhead_ms_per_step": [0.5, 0.7, 0.6, 99.0],
+            "harness_overhead_share": [0.005, 0.007, 0.006, 0.9],
+            "harness_overhead_share_of": ["step_ms_median"] * 4,
+            "harness_fixed_s": [20.0, 22.0, 21.0, 99.0],
+            "harness_setup_s": [5.0, 6.0, 7.0, 99.0],
+            "harness_provenance_s": [12.0, 13.0, 14.0, 99.0],
+        }
+    )
+    text = timing_report.overhead_sentence(runs)
+    assert "3 finished train job(s): 0.6 ms per step" in text
+    assert "0.60% of the median step time" in text
+    assert "fixed per run 21 s (setup 6 s, provenance 13 s)" in text
+    assert timing_report.overhead_sentence(runs.drop(columns="harness_overhead_ms_per_step")) == ""
+    assert timing_report.overhead_sentence(None) == ""
+
+
+def test_the_wall_time_section_shows_the_harness_overhead(study, tmp_path):
+    """runs.csv with the train jobs' harness keys -> the section's overhead line."""
+    runs = pd.read_csv(study / "tables" / "runs.csv")
+    runs["harness_overhead_ms_per_step"] = 0.8
+    runs["harness_overhead_share"] = 0.01
+    runs["harness_overhead_share_of"] = "step_ms_median"
+    runs["harness_fixed_s"] = 20.0
+    copy_dir = tmp_path / "study"
+    import shutil
+
+    shutil.copytree(study, copy_dir)
+    runs.to_csv(copy_dir / "tables" / "runs.csv", index=False)
+    html = report.render(REPO / "report" / "report.html.j2", _context(copy_dir, []))
+    section = html[html.index('<section id="wall-time">') :]
+    assert "0.8 ms per step" in section and "1.00% of the median step time" in section
+    assert "fixed per run 20 s" in section
+
+
 def test_the_report_script_reads_the_timing_input(tmp_path):
     """scripts/render_report.py takes the summary from the rule's `timing` input."""
     study = make_study(tmp_path / "s")
