@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -151,8 +152,6 @@ def test_the_wall_time_section_shows_the_harness_overhead(study, tmp_path):
     runs["harness_overhead_share_of"] = "step_ms_median"
     runs["harness_fixed_s"] = 20.0
     copy_dir = tmp_path / "study"
-    import shutil
-
     shutil.copytree(study, copy_dir)
     runs.to_csv(copy_dir / "tables" / "runs.csv", index=False)
     html = report.render(REPO / "report" / "report.html.j2", _context(copy_dir, []))
