@@ -365,7 +365,7 @@ def acquire(
     previous = env.get(CUDA_VISIBLE)
     env[CUDA_VISIBLE] = ",".join(chosen)
     LOG.info(
-        "GPU slot: CUDA_VISIBLE_DEVICES=%s (of %s; %d job(s) per GPU; waited %.1f s)",
+        "GPU slot: CUDA_VISIBLE_DEVICES=%s (of GPUs [%s]; %d job(s) per GPU; waited %.1f s)",
         env[CUDA_VISIBLE],
         ",".join(pool),
         jobs_per_gpu,

@@ -46,7 +46,9 @@ DATA=$REPO/.gpu/data
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   echo "cores $(nproc)"
   python3 - <<'PY'
-import flash_attn, snakemake, torch, ultralytics
+import contextlib, io
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    import flash_attn, snakemake, torch, ultralytics  # quiet: Ultralytics' settings banner
 print(f"python {__import__('sys').version.split()[0]}")
 print(f"torch {torch.__version__} cuda {torch.version.cuda} cudnn {torch.backends.cudnn.version()}")
 print(f"flash_attn {flash_attn.__version__} ultralytics {ultralytics.__version__} snakemake {snakemake.__version__}")
@@ -56,7 +58,9 @@ PY
     echo "dataset $(basename "$d"): train $(ls "$d/train/images" | wc -l) valid $(ls "$d/valid/images" | wc -l) images," \
       "files sha256 $(cd "$d" && find . -type f | sort | xargs sha256sum | sha256sum | cut -c1-16)"
   done
-  echo "commit $(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
+  # The device's copy of .git may lag the working tree: .gpu/COMMIT, written before the
+  # call (tools/gpu-host/README.md), names the commit that was carried.
+  echo "commit $(cat "$REPO/.gpu/COMMIT" 2>/dev/null || echo "unknown (no .gpu/COMMIT)")"
 } 2>&1 | tee "$OUTDIR/environment.txt"
 
 # 3. Data and resume.
