@@ -92,6 +92,7 @@ class Arm:
     dispatch_s: float = 0.0
     dtypes: set[str] = field(default_factory=set)
     peak_alloc_mb: float | None = None
+    forced_oom: str | None = None  # tests: the id ATTNBENCH_FORCE_OOM named (sweep_run.forced_oom)
 
     def patch(self, cast: str) -> contextlib.AbstractContextManager:
         return use_backend(self.kernel, cast=cast) if self.kernel else contextlib.nullcontext()
@@ -113,7 +114,7 @@ def _overrides(settings: dict[str, Any], train: dict[str, Any], data_yaml, workd
         data_yaml, train, device, workdir,
         model=settings["model"], task="detect", mode="train", name=arm, epochs=1,
         batch=settings["batch"], imgsz=settings["imgsz"], seed=settings["weights_seed"],
-        deterministic=True, warmup_epochs=0, close_mosaic=0, val=False, save=False,
+        deterministic=settings.get("deterministic", True), warmup_epochs=0, close_mosaic=0, val=False, save=False,
         verbose=False,
     )  # fmt: skip
 
@@ -221,6 +222,8 @@ def run_block(arm: Arm, batches: list, k: int, device: torch.device, cast: str) 
         host.synchronize(device)
         start = time.perf_counter()
         for _ in range(k):
+            if arm.forced_oom:
+                raise _forced_error(arm.forced_oom)
             step(arm, batches[arm.step % len(batches)])
         host.synchronize(device)
         elapsed = time.perf_counter() - start
@@ -240,6 +243,24 @@ def run_block(arm: Arm, batches: list, k: int, device: torch.device, cast: str) 
         "first_step": first,
         "peak_alloc_mb": peak,
     }
+
+
+def _forced_error(item_id: str) -> BaseException:
+    from attnbench.sweep_run import forced_error
+
+    return forced_error(item_id)
+
+
+def _mark_forced(arms: list[Arm], settings: dict[str, Any]) -> None:
+    """Arms that ATTNBENCH_FORCE_OOM names as `<point_id>/<arm>` (tests only; a settings
+    `point_id` is what the sweep passes) run out of memory in their first block."""
+    from attnbench.sweep_run import forced_oom
+
+    point_id = settings.get("point_id")
+    for arm in arms if point_id else []:
+        item = f"{point_id}/{arm.name}"
+        if forced_oom(item, settings["batch"]):
+            arm.forced_oom = item
 
 
 def _fail(arm: Arm, exc: BaseException, device: torch.device) -> None:
@@ -280,6 +301,7 @@ def run(
             arm.status, arm.reason = "unavailable", reason
             LOG.warning("%s: unavailable: %s", arm.name, reason)
     live = [a for a in arms if a.status == "ok"]
+    _mark_forced(live, settings)
     env = environment(device)
     loaders = sweep_run.LoaderCache()
     blocks: list[dict[str, Any]] = []
@@ -400,6 +422,7 @@ def _arm_record(arm: Arm) -> dict[str, Any]:
         "construction_cpu_calls": arm.construction_calls,
         "dtypes_seen": sorted(arm.dtypes),
         "peak_alloc_mb": arm.peak_alloc_mb,
+        "forced_oom": arm.forced_oom is not None,
     }
     if arm.recorder is not None and arm.step:
         # The harness clock of this arm's steps (callbacks and dispatch, measured directly).
@@ -408,3 +431,33 @@ def _arm_record(arm: Arm) -> dict[str, Any]:
         record["harness_callbacks_ms_per_step"] = keys["harness_callbacks_ms_per_step"]
         record["harness_dispatch_ms_per_step"] = keys["harness_dispatch_ms_per_step"]
     return record
+
+
+def measure(
+    settings: dict[str, Any],
+    train: dict[str, Any],
+    data_yaml: str,
+    workdir: str | Path,
+    device: torch.device,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """`run`, then its statistics: (blocks frame, summary frame, timing.json's record).
+
+    The summary (`attnbench.paired_stats.summarize`) keeps an arm that did not time
+    (unavailable, mismatch, oom) as a row with its status and reason, not an error.
+    """
+    import pandas as pd
+
+    from attnbench import paired_stats
+
+    result = run(settings, train, data_yaml, workdir, device)
+    info = result["info"]
+    blocks = pd.DataFrame(result["blocks"], columns=paired_stats.BLOCK_COLUMNS)
+    status = {name: (arm["status"], arm["reason"]) for name, arm in info["arms"].items()}
+    summary = paired_stats.summarize(
+        blocks, settings["arms"], settings["baseline"], settings["alpha"],
+        settings["target_halfwidth_pct"], status,
+    )  # fmt: skip
+    if summary["device_name"].isna().all():
+        summary["device_name"] = info["device_name"]
+        summary["clock"] = info["clock"]
+    return blocks, summary, info

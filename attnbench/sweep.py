@@ -6,7 +6,10 @@ no epoch end, no validation) at one (model, imgsz, batch, compile, backend, repe
 Points of one (model, imgsz, batch, compile) cell form a group, and one job runs a
 group in one process that shares the data loader, its points in a seeded random
 order, interleaved across backends within each repeat (docs/reference/h200/sweep/README.md says what
-isolation that gives and why it is not one process per point).
+isolation that gives and why it is not one process per point). The points give GPU time,
+attention time and peak memory; the wall-time ratios come from a paired job per compile-off
+cell (rule sweep_paired: `attnbench.paired_timing` over the sweep's backends, settings
+`sweep.paired`), because step times of separate runs do not resolve wall time.
 `search_max_batch` is the largest-batch search (doubling, then bisection).
 
 Torch-free: the Snakefile imports it at parse time.
@@ -26,6 +29,12 @@ from attnbench.config import ConfigError
 
 ROOT = "results/sweep"
 MAX_BATCH_ROOT = f"{ROOT}/max_batch"
+PAIRED_ROOT = f"{ROOT}/paired"
+PAIRED_OFF = "sweep.paired.enabled is false: wall time was not paired-timed"
+PAIRED_COMPILED = (
+    "compile {mode}: the paired timing times eager-mode modules only (it runs no "
+    "torch.compile), so this cell has no paired wall-time ratio"
+)
 # Config value -> path segment; Ultralytics' own `compile` argument takes the value.
 COMPILE_NAMES: dict[Any, str] = {
     False: "off",
@@ -203,6 +212,52 @@ class Plan:
                 return m
         raise KeyError(f"no sweep model {model_name}")
 
+    # -- the paired wall-time ratios ----------------------------------------------
+    @property
+    def paired(self) -> Mapping[str, Any]:
+        """sweep.paired: the block settings of the paired timing (schema defaults)."""
+        return self.settings.get("paired") or {"enabled": False}
+
+    def paired_skip(self, compile_: str) -> str | None:
+        """Why a cell of this compile mode has no paired timing, or None when it has one."""
+        if not self.paired["enabled"]:
+            return PAIRED_OFF
+        if len(self.backends) < 2:
+            return f"one backend ({self.backends[0]}): nothing to pair"
+        if compile_ != COMPILE_NAMES[False]:
+            return PAIRED_COMPILED.format(mode=compile_)
+        return None
+
+    def paired_groups(self) -> list[Group]:
+        """The cells that are paired-timed: compile off, when sweep.paired.enabled and the
+        sweep has two or more backends (one cell per (model, imgsz, batch))."""
+        return [g for g in self.groups() if self.paired_skip(g.compile) is None]
+
+    def paired_point(self, group: Group) -> dict[str, Any]:
+        """The (model, imgsz, batch) and arms of a cell's paired timing (the rule's params)."""
+        return {
+            "model": group.model,
+            "model_name": stem(group.model),
+            "scale": scale_of(group.model),
+            "imgsz": group.imgsz,
+            "batch": group.batch,
+            "compile": group.compile,
+            "arms": list(self.backends),
+            "baseline": self.baseline,
+            "point_id": f"sweep_paired/{stem(group.model)}/imgsz{group.imgsz}/b{group.batch}",
+        }
+
+    def paired_block_settings(self, alpha: float) -> dict[str, Any]:
+        """sweep.paired's block settings, plus what attnbench.paired_timing.run needs of the
+        sweep: its deterministic flag and the interval's alpha (analysis.alpha)."""
+        keys = ("steps_per_block", "rounds", "warmup_rounds", "batches", "seed", "weights_seed",
+                "time_limit_s", "target_halfwidth_pct")  # fmt: skip
+        return {
+            **{k: self.paired[k] for k in keys},
+            "deterministic": bool(self.settings["deterministic"]),
+            "alpha": float(alpha),
+        }
+
     # -- order ------------------------------------------------------------------
     def group_priority(self, group_id: str) -> int:
         """Snakemake priority of a group job: groups in a seeded random order."""
@@ -212,6 +267,11 @@ class Plan:
         """Every point in the order one GPU runs them (jobs by priority, points within)."""
         groups = sorted(self.groups(), key=lambda g: -self.group_priority(g.id))
         return [p for g in groups for p in self.group_points(g)]
+
+
+def paired_dir(model: str, imgsz: int, batch: int) -> str:
+    """results/sweep/paired/<model>/imgsz<I>/b<B>: a cell's paired timing (compile off)."""
+    return f"{PAIRED_ROOT}/{stem(model)}/imgsz{imgsz}/b{batch}"
 
 
 def max_batch_path(model: str, imgsz: int, backend: str) -> str:
@@ -343,7 +403,7 @@ def _search_result(lo, hi, probes, limited_by, start, limit) -> dict[str, Any]:
     }
 
 
-REPORT_TABLES = ("sweep", "sweep_summary", "sweep_max_batch")
+REPORT_TABLES = ("sweep", "sweep_summary", "sweep_paired", "sweep_max_batch")
 
 
 def report_inputs(enabled: bool) -> dict[str, list[str]]:

@@ -1,7 +1,8 @@
 """What the sweep costs: a model of its GPU time from the H200 figures of FACTS §7.
 
 An upper bound at eager speed, per part of the sweep (points, job starts, largest-batch
-searches, kernel and parity jobs), so a plan can be sized before it runs. Torch-free.
+searches, kernel and parity jobs, the paired wall-time timing), so a plan can be sized
+before it runs. Torch-free.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from attnbench.sweep import Plan, scale_of
+from attnbench.timing_plan import whole_cycles
 
 # Ultralytics' GFLOPs at imgsz 640 (YOLO12 model card); training ~ 3x forward.
 GFLOPS_640 = {"n": 6.5, "s": 21.4, "m": 67.5, "l": 88.9, "x": 199.0}
@@ -43,7 +45,9 @@ def estimate(plan_: Plan, train: Mapping[str, Any]) -> dict[str, float]:
     """Estimated seconds of GPU time per part of the sweep (an upper-bound model, eager speed).
 
     Iterations per point: provenance steps + 1 validation batch (profiled), warm-up,
-    the profiled window, one excluded after it, `steps` timed. See docs for the model.
+    the profiled window, one excluded after it, `steps` timed. A paired job per compile-off
+    cell: a job start, every arm's set-up and provenance steps, and (warm-up + measured
+    rounds) x steps_per_block steps per arm. See docs for the model.
     """
     s = plan_.settings
     points_s = 0.0
@@ -70,12 +74,25 @@ def estimate(plan_: Plan, train: Mapping[str, Any]) -> dict[str, float]:
             probe_s - PROBE_SETUP_S
         )
     search_jobs = len({(m, i) for m, i, _ in plan_.searches()})
+    paired_s = 0.0
+    paired = plan_.paired
+    arms = len(plan_.backends)
+    for g in plan_.paired_groups():
+        # One job per cell: every arm's set-up and provenance, then its blocks, all rounds.
+        ms = step_ms(g.model, g.imgsz, g.batch)
+        rounds = paired["warmup_rounds"] + whole_cycles(paired["rounds"], arms)
+        prove = (train["provenance_steps"] + 1) * PROFILE_SLOWDOWN
+        steps = rounds * paired["steps_per_block"] + prove
+        paired_s += JOB_START_S + arms * (
+            POINT_SETUP_S.get(scale_of(g.model), 4.5) + steps * ms / 1e3
+        )
     kernels_s = 2 * len(plan_.backends) * KERNEL_JOB_S if plan_.enabled else 0.0
     parts = {
         "points_s": points_s,
         "point_jobs_start_s": jobs * JOB_START_S,
         "max_batch_s": search_s + search_jobs * JOB_START_S,
         "kernels_parity_s": kernels_s,
+        "paired_s": paired_s,
     }
     parts["total_s"] = sum(parts.values())
     parts["points"] = float(len(plan_.points()))

@@ -24,7 +24,7 @@ from attnbench import sweep
 from attnbench.plot_style import message, palette, save, theme
 
 EFFECTS = (
-    ("step_speedup", "step-time speed-up (x)", 1.0),
+    ("step_speedup", "wall-time speed-up (x, paired)", 1.0),
     ("gpu_speedup", "GPU-time speed-up (x)", 1.0),
     ("memory_saving_pct", "peak memory saving (%)", 0.0),
 )
@@ -72,7 +72,7 @@ def _legend(fig: plt.Figure, colours: dict, backends: Sequence[str]) -> None:
 def speedup(
     summary: pd.DataFrame, baseline: str, backends: Sequence[str], path: str | os.PathLike
 ) -> None:
-    """Speed-up (step and GPU time) and memory saving against the baseline, by model scale."""
+    """Speed-up (paired wall time, GPU time) and memory saving against the baseline, by scale."""
     theme()
     others = [b for b in backends if b != baseline]
     frame = _prepare(summary) if not summary.empty else summary
@@ -104,7 +104,10 @@ def speedup(
             if i == 0:
                 ax.set_title(setting)
     _legend(fig, colours, others)
-    fig.suptitle(f"Against {baseline} in the same cell (median of repeats; dashed: no change)")
+    fig.suptitle(
+        f"Against {baseline} in the same cell (wall time: paired blocks in one process; "
+        "GPU time and memory: median of repeats; dashed: no change)"
+    )
     save(fig, path)
 
 
@@ -171,7 +174,7 @@ def max_batch(frame: pd.DataFrame, backends: Sequence[str], path: str | os.PathL
 def fastest(
     summary: pd.DataFrame, baseline: str, backends: Sequence[str], path: str | os.PathLike
 ) -> None:
-    """Heat map: the fastest backend (median step time) per model and setting."""
+    """Heat map: the fastest backend (paired wall time) per model and setting."""
     theme()
     winners = (
         summary[summary["fastest"].astype(str).str.lower() == "true"]
@@ -179,7 +182,7 @@ def fastest(
         else summary
     )
     if winners.empty:
-        message(path, "Fastest backend", "No cell has a finished point.")
+        message(path, "Fastest backend", "No cell has a paired wall-time ratio.")
         return
     frame = _prepare(winners)
     settings = _settings(frame)
@@ -210,7 +213,7 @@ def fastest(
     ax.set_xlabel("")
     ax.set_ylabel("model")
     ax.set_title(
-        "Fastest backend by median step time (ties within noise are possible: see the table)"
+        "Fastest backend by paired wall time (within its interval a tie is possible: see the table)"
     )
     save(fig, path)
 

@@ -24,6 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 BARE = "bare"
+# The train settings the timed step uses (not epochs or seeds: changing those reruns no
+# paired timing): rule paired_timing's and rule sweep_paired's `train` params.
+STEP_TRAIN_KEYS = ("optimizer", "lr0", "amp", "workers", "cache", "cast", "provenance_steps")
+
+
+def step_train(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The effective train section cut to STEP_TRAIN_KEYS."""
+    return {k: train[k] for k in STEP_TRAIN_KEYS}
 
 
 # --------------------------------------------------------------------------- #

@@ -1,6 +1,7 @@
 # Sweep: where attention matters. Short trainings over model scale x image size x batch
-# per backend (attnbench.sweep), the largest batch each backend trains, the attention
-# shapes, parity and kernel benchmark at every swept model, then tables and figures.
+# per backend (attnbench.sweep), each cell's backends paired in one process for its
+# wall-time ratios, the largest batch each backend trains, the attention shapes, parity
+# and kernel benchmark at every swept model, then tables and figures.
 # Nothing here is planned unless sweep.enabled is true.
 
 
@@ -105,6 +106,39 @@ rule sweep_point:
         "../scripts/sweep_point.py"
 
 
+# The cell's wall-time ratios: its backends interleaved in blocks in ONE process (compile
+# off cells only; attnbench.paired_timing). Its own job, so that changing only
+# sweep.paired reruns this and the tables, never the points.
+rule sweep_paired:
+    input:
+        data_yaml=f"{DATA_DIR}/data.yaml",
+        summary=f"{DATA_DIR}/summary.json",
+        flash_attn=sweep_flash_attn,
+    output:
+        blocks=f"{sweep_plan.PAIRED_ROOT}/{{model}}/imgsz{{imgsz}}/b{{batch}}/blocks.csv",
+        summary=f"{sweep_plan.PAIRED_ROOT}/{{model}}/imgsz{{imgsz}}/b{{batch}}/summary.csv",
+        info=f"{sweep_plan.PAIRED_ROOT}/{{model}}/imgsz{{imgsz}}/b{{batch}}/timing.json",
+    log:
+        "results/logs/sweep/paired/{model}/imgsz{imgsz}/b{batch}.log",
+    benchmark:
+        "results/benchmarks/sweep/paired/{model}/imgsz{imgsz}/b{batch}.tsv"
+    priority: sweep_paired_priority
+    conda:
+        sweep_conda_env
+    threads: TRAIN["workers"] + 1
+    resources:
+        gpu=GPU_JOBS,
+    params:
+        **cfg.keyed("paired", SWEEP_PAIRED),
+        **cfg.keyed("train", SWEEP_PAIRED_TRAIN),
+        point=sweep_paired_point_param,
+        target=sweep_paired_target,
+        scratch="results/sweep/.scratch/paired-{model}-imgsz{imgsz}-b{batch}",
+        device=TRAIN["device"],
+    script:
+        "../scripts/sweep_paired.py"
+
+
 rule sweep_max_batch:
     input:
         data_yaml=f"{DATA_DIR}/data.yaml",
@@ -135,6 +169,7 @@ rule sweep_aggregate:
         max_batch=sweep_max_batches(),
         kernels=sweep_backend_files("results/sweep/kernels/{sbackend}.csv"),
         parity=sweep_backend_files("results/sweep/parity/{sbackend}.csv"),
+        paired=sweep_paired_files(),
     output:
         points=report(
             "results/tables/sweep.csv",
@@ -153,6 +188,11 @@ rule sweep_aggregate:
         ),
         kernels="results/tables/sweep_kernels.csv",
         parity="results/tables/sweep_parity.csv",
+        paired=report(
+            "results/tables/sweep_paired.csv",
+            caption="../report/sweep_paired.rst",
+            category="Sweep",
+        ),
     log:
         "results/logs/sweep/aggregate.log",
     benchmark:
@@ -161,6 +201,8 @@ rule sweep_aggregate:
         "../envs/workflow.yaml"
     params:
         baseline=SWEEP.baseline,
+        # Why a compile mode's cells have no paired timing (null: they have one).
+        paired_skips=cfg.canonical({c: SWEEP.paired_skip(c) for c in SWEEP.compiles}),
     script:
         "../scripts/sweep_aggregate.py"
 

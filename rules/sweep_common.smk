@@ -5,6 +5,7 @@ import sys
 from attnbench import backendinfo
 from attnbench import sweep as sweep_plan
 from attnbench import section_files
+from attnbench import timing_plan
 
 try:
     SWEEP = sweep_plan.plan(config)
@@ -25,6 +26,7 @@ SWEEP_TABLES = [
         "sweep_max_batch",
         "sweep_kernels",
         "sweep_parity",
+        "sweep_paired",
     )
 ]
 SWEEP_PLOTS = [
@@ -36,6 +38,9 @@ SWEEP_SETTINGS = {
     k: config["sweep"][k]
     for k in ("steps", "warmup_iters", "profile_iters", "deterministic")
 }
+# The paired timing's block settings (sweep.paired) and the train settings its step uses.
+SWEEP_PAIRED = SWEEP.paired_block_settings(config["analysis"]["alpha"])
+SWEEP_PAIRED_TRAIN = timing_plan.step_train(TRAIN)
 
 
 wildcard_constraints:
@@ -88,6 +93,39 @@ def sweep_searches_param(wildcards):
             for n, (m, i, b) in enumerate(found)
         ]
     )
+
+
+def sweep_paired_group(wildcards):
+    """The compile-off cell of a paired job's (model, imgsz, batch)."""
+    return SWEEP.group_of(
+        wildcards.model,
+        int(wildcards.imgsz),
+        int(wildcards.batch),
+        sweep_plan.COMPILE_NAMES[False],
+    )
+
+
+def sweep_paired_point_param(wildcards):
+    """The cell, arms and baseline of its paired timing, one canonical JSON value."""
+    return cfg.canonical(SWEEP.paired_point(sweep_paired_group(wildcards)))
+
+
+def sweep_paired_priority(wildcards):
+    """Right after its cell's points."""
+    return SWEEP.group_priority(sweep_paired_group(wildcards).id)
+
+
+def sweep_paired_target(wildcards):
+    g = sweep_paired_group(wildcards)
+    return sweep_plan.paired_dir(g.model, g.imgsz, g.batch)
+
+
+def sweep_paired_files():
+    """Every paired-timed cell's summary (the aggregate's input)."""
+    return [
+        f"{sweep_plan.paired_dir(g.model, g.imgsz, g.batch)}/summary.csv"
+        for g in SWEEP.paired_groups()
+    ]
 
 
 def sweep_shape_param(wildcards):

@@ -12,10 +12,7 @@ except cfg.ConfigError as _error:
 TIMING_DIR = timing_plan.target_dir(TIMING)
 TIMING_FLASH = any(backendinfo.INFO[b].flash_build for b in TIMING["backends"])
 # The train settings the step uses (not epochs or seeds: changing those reruns nothing here).
-TIMING_TRAIN = {
-    k: TRAIN[k]
-    for k in ("optimizer", "lr0", "amp", "workers", "cache", "cast", "provenance_steps")
-}
+TIMING_TRAIN = timing_plan.step_train(TRAIN)
 
 
 wildcard_constraints:

@@ -10,10 +10,8 @@ from attnbench.scriptutil import gpu_job, json_params
 
 smk = snakemake
 with gpu_job(smk) as job:
-    import pandas as pd
-
-    from attnbench import paired_stats, paired_timing
-    from attnbench.io import atomic_path, write_csv, write_json
+    from attnbench import paired_timing
+    from attnbench.io import atomic_path, write_json
     from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
@@ -28,20 +26,13 @@ with gpu_job(smk) as job:
         job.device, job.slot.reason,
     )  # fmt: skip
     scratch = Path(smk.params.scratch)
-    result = paired_timing.run(settings, train, smk.input.data_yaml, scratch, job.device)
+    blocks, summary, info = paired_timing.measure(
+        settings, train, smk.input.data_yaml, scratch, job.device
+    )
     shutil.rmtree(scratch, ignore_errors=True)
-    info = result["info"]
     info["gpu_slot"] = ",".join(job.slot.devices) or None
-    blocks = pd.DataFrame(result["blocks"], columns=paired_stats.BLOCK_COLUMNS)
-    status = {name: (arm["status"], arm["reason"]) for name, arm in info["arms"].items()}
-    summary = paired_stats.summarize(
-        blocks, settings["arms"], settings["baseline"], settings["alpha"],
-        settings["target_halfwidth_pct"], status,
-    )  # fmt: skip
-    if summary["device_name"].isna().all():
-        summary["device_name"] = info["device_name"]
-        summary["clock"] = info["clock"]
-    write_csv(smk.output.blocks, result["blocks"], paired_stats.BLOCK_COLUMNS)
+    with atomic_path(smk.output.blocks) as tmp:
+        blocks.to_csv(tmp, index=False)
     with atomic_path(smk.output.summary) as tmp:
         summary.to_csv(tmp, index=False)
     write_json(smk.output.info, info)

@@ -1,5 +1,7 @@
-"""Rule sweep_aggregate: the sweep's tables (points, summary, largest batches, kernels, parity)."""
+"""Rule sweep_aggregate: the sweep's tables (points, summary, paired wall-time ratios,
+largest batches, kernels, parity)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -13,7 +15,10 @@ with rule_logging(smk) as log:
 
     points = st.points_frame(smk.input.points)
     st.write(points, smk.output.points)
-    st.write(st.summary(points, smk.params.baseline), smk.output.summary)
+    skips = json.loads(smk.params.paired_skips)
+    paired = st.paired_frame(smk.input.paired, points, smk.params.baseline, skips)
+    st.write(paired, smk.output.paired)
+    st.write(st.summary(points, smk.params.baseline, paired), smk.output.summary)
     st.write(st.max_batch_frame(smk.input.max_batch, smk.params.baseline), smk.output.max_batch)
     st.write(st.concat_csv(smk.input.kernels), smk.output.kernels)
     st.write(st.concat_csv(smk.input.parity), smk.output.parity)

@@ -11,7 +11,9 @@ import pytest
 
 from attnbench import config as cfg
 from attnbench import (
+    io,
     max_batch,
+    paired_stats,
     sweep,
     sweep_cost,
     sweep_plots,
@@ -19,6 +21,7 @@ from attnbench import (
     sweep_run,
     sweep_tables,
 )
+from attnbench.formatting import fmt_ratio
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "reference" / "h200" / "sweep" / "config.yaml"
@@ -251,6 +254,41 @@ def point_files(tmp_path) -> list[Path]:
     return paths
 
 
+# Paired blocks of known timings: yolo12n's sdpa takes 0.90-0.93 of eager's step in each
+# round (the baseline drifts, the ratio does not); yolo12l's sdpa ran out of memory.
+N_RATIOS = [0.90, 0.92, 0.91, 0.93]
+
+
+def _paired_summary(model: str, status: dict | None = None) -> pd.DataFrame:
+    rows = []
+    for r, ratio in enumerate(N_RATIOS if not status else []):
+        for arm, ms in (("eager", 100.0 + 3 * r), ("sdpa", (100.0 + 3 * r) * ratio)):
+            rows.append({"arm": arm, "block": len(rows), "round": r, "position": 0, "warmup": False,
+                         "steps": 4, "total_ms": 4 * ms, "ms_per_step": ms, "clock": "perf_counter",
+                         "device_name": "Test GPU"})  # fmt: skip
+    blocks = pd.DataFrame(rows, columns=paired_stats.BLOCK_COLUMNS)
+    summary = paired_stats.summarize(blocks, ["eager", "sdpa"], "eager", 0.05, 1.0, status)
+    point = {"model_name": model, "scale": sweep.scale_of(model), "imgsz": 640, "batch": 8,
+             "compile": "off"}  # fmt: skip
+    return sweep_tables.paired_cell(summary, point)
+
+
+@pytest.fixture
+def paired_files(tmp_path) -> list[Path]:
+    paths = []
+    for model, status in (("yolo12n", None), ("yolo12l", {"sdpa": ("oom", "out of memory")})):
+        path = tmp_path / f"paired_{model}.csv"
+        sweep_tables.write(_paired_summary(model, status), path)
+        paths.append(path)
+    return paths
+
+
+def _tables(point_files, paired_files, skips=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    points = sweep_tables.points_frame(point_files)
+    paired = sweep_tables.paired_frame(paired_files, points, "eager", skips or {"off": None})
+    return paired, sweep_tables.summary(points, "eager", paired)
+
+
 def test_points_table_keeps_failed_points(point_files):
     frame = sweep_tables.points_frame(point_files)
     assert len(frame) == len(POINTS)
@@ -260,16 +298,15 @@ def test_points_table_keeps_failed_points(point_files):
     assert frame["provenance_matched"].all()
 
 
-def test_summary_against_an_independent_computation(point_files):
-    summary = sweep_tables.summary(sweep_tables.points_frame(point_files), "eager")
+def test_summary_against_an_independent_computation(point_files, paired_files):
+    _, summary = _tables(point_files, paired_files)
     row = summary.set_index(["model_name", "backend"])
     n_sdpa = row.loc[("yolo12n", "sdpa")]
     assert n_sdpa["step_ms"] == 96.0 and n_sdpa["gpu_ms"] == 16.0
-    assert n_sdpa["step_speedup"] == pytest.approx(100.0 / 96.0)
     assert n_sdpa["gpu_speedup"] == pytest.approx(20.0 / 16.0)
-    paired = [100 / 95, 102 / 100, 98 / 96]
-    assert n_sdpa["step_speedup_lo"] == pytest.approx(min(paired))
-    assert n_sdpa["step_speedup_hi"] == pytest.approx(max(paired))
+    same_seed = [20 / 16, 21 / 17, 19 / 15]
+    assert n_sdpa["gpu_speedup_lo"] == pytest.approx(min(same_seed))
+    assert n_sdpa["gpu_speedup_hi"] == pytest.approx(max(same_seed))
     assert n_sdpa["memory_saving_pct"] == pytest.approx(20.0)
     steps = pd.Series([95.0, 100.0, 96.0])
     assert n_sdpa["step_ms_cv_pct"] == pytest.approx(100 * steps.std() / steps.mean())
@@ -277,21 +314,110 @@ def test_summary_against_an_independent_computation(point_files):
     assert (l_eager["points"], l_eager["ok"], l_eager["oom"]) == (2, 1, 1)
     assert l_eager["status"] == "1 ok, 1 oom" and l_eager["step_ms"] == 200.0
     l_sdpa = row.loc[("yolo12l", "sdpa")]
-    assert l_sdpa["step_speedup"] == pytest.approx(200.0 / 165.0)
-    assert (
-        l_sdpa["step_speedup_lo"] == l_sdpa["step_speedup_hi"] == pytest.approx(200 / 160)
-    )  # rep 0 only
+    assert l_sdpa["gpu_speedup"] == pytest.approx(150.0 / 115.0)
+    assert l_sdpa["gpu_speedup_lo"] == l_sdpa["gpu_speedup_hi"] == pytest.approx(150 / 110)
     assert l_sdpa["memory_saving_pct"] == pytest.approx(100 * (1 - 6000 / 9000))
-    assert summary.groupby("model_name")["fastest"].sum().tolist() == [1, 1]
-    assert bool(row.loc[("yolo12n", "sdpa"), "fastest"]) and bool(
-        row.loc[("yolo12l", "sdpa"), "fastest"]
-    )
+    # yolo12n: sdpa is faster in paired wall time; yolo12l's sdpa ran out of memory there,
+    # so the cell has no paired winner (its unpaired step times would have named sdpa).
+    assert summary.groupby("model_name", sort=False)["fastest"].sum().tolist() == [1, 0]
+    assert bool(row.loc[("yolo12n", "sdpa"), "fastest"])
     assert summary["model_name"].tolist() == [
         "yolo12n",
         "yolo12n",
         "yolo12l",
         "yolo12l",
     ]  # by scale
+
+
+def test_the_wall_time_ratio_is_the_paired_summarys(point_files, paired_files):
+    """The summary's wall-time ratio and interval are the paired summary's, as written;
+    step_speedup is their reciprocal, and the unpaired step times play no part."""
+    expected = _paired_summary("yolo12n").set_index("arm").loc["sdpa"]
+    written = io.read_csv(paired_files[0]).set_index("arm").loc["sdpa"]
+    assert expected["status"] == "ok" and expected["blocks"] == len(N_RATIOS)
+    assert expected["ratio"] == pytest.approx(
+        sum(100.0 * r + 3 * i * r for i, r in enumerate(N_RATIOS)) / sum(100.0 + 3 * i for i in range(4))
+    )  # fmt: skip
+    assert expected["ratio_ci_low"] < expected["ratio"] < expected["ratio_ci_high"] < 1
+    paired, summary = _tables(point_files, paired_files)
+    row = summary.set_index(["model_name", "backend"]).loc[("yolo12n", "sdpa")]
+    for column in ("ratio", "ratio_ci_low", "ratio_ci_high", "halfwidth_pct", "block_cv"):
+        assert row[f"wall_{column}"] == written[column]
+        assert row[f"wall_{column}"] == pytest.approx(expected[column], rel=1e-12)
+    assert row["wall_blocks"] == 4 and row["wall_status"] == "ok"
+    assert row["step_speedup"] == pytest.approx(1 / expected["ratio"])
+    assert row["step_speedup_lo"] == pytest.approx(1 / expected["ratio_ci_high"])
+    assert row["step_speedup_hi"] == pytest.approx(1 / expected["ratio_ci_low"])
+    base = summary.set_index(["model_name", "backend"]).loc[("yolo12n", "eager")]
+    assert (base["wall_ratio"], base["step_speedup"], base["wall_status"]) == (1.0, 1.0, "baseline")
+    # An arm out of memory in the paired timing is a status with its reason, not a ratio.
+    oom = summary.set_index(["model_name", "backend"]).loc[("yolo12l", "sdpa")]
+    assert oom["wall_status"] == "oom" and "out of memory" in oom["wall_reason"]
+    assert pd.isna(oom["wall_ratio"]) and pd.isna(oom["step_speedup"])
+    assert list(paired.columns) == sweep_tables.PAIRED_COLUMNS
+    assert paired[["model_name", "arm", "status"]].values.tolist() == [
+        ["yolo12n", "sdpa", "ok"], ["yolo12l", "sdpa", "oom"],
+    ]  # fmt: skip
+
+
+def test_compiled_cells_are_skipped_with_their_reason(point_files, paired_files, tmp_path):
+    """A compile mode's cells state no wall-time ratio and say why, in both tables."""
+    compiled = tmp_path / "compiled.json"
+    point = _point("yolo12n", "sdpa", 0, 50.0, 10.0, 800.0, compile="default")
+    compiled.write_text(json.dumps({**point, "point_id": "yolo12n/default/sdpa/0"}))
+    reason = sweep.plan(_config(backends=["eager", "sdpa"])).paired_skip("default")
+    assert reason and "eager-mode modules only" in reason
+    paired, summary = _tables(
+        [*point_files, compiled], paired_files, {"off": None, "default": reason}
+    )
+    skipped = paired[paired["compile"] == "default"]
+    assert skipped[["arm", "status", "reason"]].values.tolist() == [["sdpa", "skipped", reason]]
+    row = summary[(summary["compile"] == "default")].iloc[0]
+    assert row["wall_status"] == "skipped" and row["wall_reason"] == reason
+    assert pd.isna(row["wall_ratio"]) and pd.isna(row["step_speedup"]) and not row["fastest"]
+    assert row["gpu_ms"] == 10.0  # GPU time is still stated
+
+
+def test_paired_skip_reasons():
+    plan = sweep.plan(_config(backends=["eager", "sdpa"], compile=[False, "default"]))
+    assert plan.paired_skip("off") is None and [g.compile for g in plan.paired_groups()] == ["off"]
+    assert plan.paired_point(plan.paired_groups()[0])["arms"] == ["eager", "sdpa"]
+    off = sweep.plan(_config(backends=["eager", "sdpa"], paired={"enabled": False}))
+    assert off.paired_groups() == [] and off.paired_skip("off") == sweep.PAIRED_OFF
+    single = sweep.plan(_config(backends=["eager"]))
+    assert single.paired_groups() == [] and "one backend" in single.paired_skip("off")
+
+
+@pytest.mark.parametrize(
+    ("paired", "message"),
+    [
+        ({"steps_per_block": 0}, r"sweep\.paired\.steps_per_block = 0 is invalid: .*\(minimum 1\)"),
+        ({"rounds": 1}, r"sweep\.paired\.rounds = 1 is invalid: .*\(minimum 2\)"),
+        ({"block_size": 4}, r"config key 'sweep\.paired\.block_size' is unknown"),
+    ],
+)
+def test_bad_paired_settings_are_one_line_config_errors(paired, message):
+    with pytest.raises(cfg.ConfigError, match=message) as error:
+        _config(backends=["eager", "sdpa"], paired=paired)
+    assert "\n" not in str(error.value)
+
+
+def test_paired_block_settings_reach_the_rule_and_the_estimate():
+    config = _config(backends=["eager", "sdpa"], paired={"steps_per_block": 3, "rounds": 6})
+    plan = sweep.plan(config)
+    got = plan.paired_block_settings(0.05)
+    assert got["steps_per_block"] == 3 and got["rounds"] == 6 and got["alpha"] == 0.05
+    assert got["deterministic"] is True
+    cheap = sweep_cost.estimate(plan, config["train"])["paired_s"]
+    costly = sweep_cost.estimate(
+        sweep.plan(_config(backends=["eager", "sdpa"], paired={"steps_per_block": 30})),
+        config["train"],
+    )["paired_s"]
+    assert 0 < cheap < costly
+    assert (
+        sweep_cost.estimate(sweep.plan(_config(backends=["eager"])), config["train"])["paired_s"]
+        == 0
+    )
 
 
 def test_max_batch_table(tmp_path):
@@ -321,8 +447,8 @@ def test_max_batch_table(tmp_path):
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_figures_render_from_known_inputs_and_from_nothing(point_files, tmp_path):
-    summary = sweep_tables.summary(sweep_tables.points_frame(point_files), "eager")
+def test_figures_render_from_known_inputs_and_from_nothing(point_files, paired_files, tmp_path):
+    _, summary = _tables(point_files, paired_files)
     max_batch = pd.DataFrame(
         [{"model_name": m, "imgsz": 640, "backend": b, "max_batch": n, "limited_by": "memory"}
          for m, b, n in [("yolo12n", "eager", 100), ("yolo12n", "sdpa", 150), ("yolo12l", "eager", 20), ("yolo12l", "sdpa", 30)]]
@@ -338,8 +464,10 @@ def test_figures_render_from_known_inputs_and_from_nothing(point_files, tmp_path
             assert path.read_bytes()[:8] == PNG, path
 
 
-def test_fastest_heat_map_names_the_winner_of_each_cell(point_files, tmp_path, monkeypatch):
-    summary = sweep_tables.summary(sweep_tables.points_frame(point_files), "eager")
+def test_fastest_heat_map_names_the_winner_of_each_cell(
+    point_files, paired_files, tmp_path, monkeypatch
+):
+    _, summary = _tables(point_files, paired_files)
     seen = {}
     original = sweep_plots.sns.heatmap
 
@@ -349,8 +477,9 @@ def test_fastest_heat_map_names_the_winner_of_each_cell(point_files, tmp_path, m
 
     monkeypatch.setattr(sweep_plots.sns, "heatmap", spy)
     sweep_plots.fastest(summary, "eager", ["eager", "sdpa"], tmp_path / "f.png")
-    assert seen["grid"].tolist() == [[1.0], [1.0]]  # sdpa (code 1) in both models
-    assert seen["annot"][1][0] == f"sdpa\n{200 / 165:.2f}x vs eager"
+    assert seen["grid"].tolist() == [[1.0]]  # sdpa (code 1); yolo12l has no paired winner
+    ratio = _paired_summary("yolo12n").set_index("arm").loc["sdpa", "ratio"]
+    assert seen["annot"][0][0] == f"sdpa\n{1 / ratio:.2f}x vs eager"
 
 
 def _render(context) -> str:
@@ -365,11 +494,13 @@ def _render(context) -> str:
     return env.get_template("page").render(sweep=context)
 
 
-def test_report_section_renders_and_is_absent_without_a_sweep(point_files, tmp_path):
+def test_report_section_renders_and_is_absent_without_a_sweep(point_files, paired_files, tmp_path):
     points = sweep_tables.points_frame(point_files)
-    paths = {"sweep": tmp_path / "sweep.csv", "sweep_summary": tmp_path / "sweep_summary.csv"}
+    paired, summary = _tables(point_files, paired_files)
+    paths = {name: tmp_path / f"{name}.csv" for name in ("sweep", "sweep_summary", "sweep_paired")}
     sweep_tables.write(points, paths["sweep"])
-    sweep_tables.write(sweep_tables.summary(points, "eager"), paths["sweep_summary"])
+    sweep_tables.write(summary, paths["sweep_summary"])
+    sweep_tables.write(paired, paths["sweep_paired"])
     plot = tmp_path / "sweep_speedup.png"
     plot.write_bytes(PNG)
     context = sweep_report.context(
@@ -378,7 +509,23 @@ def test_report_section_renders_and_is_absent_without_a_sweep(point_files, tmp_p
     html = _render(context)
     assert 'id="sweep"' in html and "data:image/png;base64,AA==" in html
     assert "1 point(s) ran out of memory" in html
-    assert "Fastest at imgsz 640, batch 8: yolo12n: sdpa, yolo12l: sdpa." in html
+    assert "Fastest by paired wall time at imgsz 640, batch 8: yolo12n: sdpa." in html
+    row = paired.set_index("model_name").loc["yolo12n"]
+    ci = f"[{fmt_ratio(row['ratio_ci_low'])}, {fmt_ratio(row['ratio_ci_high'])}]"
+    assert (
+        "yolo12n, imgsz 640, batch 8: wall time against eager (paired, 95% CI): "
+        f"sdpa {fmt_ratio(row['ratio'])} {ci} over 4 rounds." in html
+    )
+    assert (
+        "yolo12l, imgsz 640, batch 8: wall time against eager (paired, 95% CI): sdpa oom "
+        "(sdpa: out of memory)." in html
+    )
+    assert "interleaved blocks of 4 step(s)" in html and "<strong>one process</strong>" in html
+    assert "Wall time was not resolved" not in html
+    # Without paired timing the section says wall time was not resolved.
+    sweep_tables.write(sweep_tables.summary(points, "eager"), paths["sweep_summary"])
+    bare = _render(sweep_report.context([paths["sweep"], paths["sweep_summary"]], [], "eager", str))
+    assert "Wall time was not resolved" in bare and "Fastest by" not in bare
     assert sweep_report.context([], [], "eager", str) is None
     assert 'id="sweep"' not in _render(None)
 

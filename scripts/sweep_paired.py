@@ -1,0 +1,49 @@
+"""Rule sweep_paired: a sweep cell's backends, interleaved in blocks in one process.
+
+The sweep's wall-time ratios come from here (attnbench.paired_timing, the design of rule
+paired_timing without its `bare` arm); the cell's per-backend points (rule sweep_point)
+give its GPU time, attention time and peak memory.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+
+from attnbench.scriptutil import gpu_job, json_params, settings_param
+
+smk = snakemake
+with gpu_job(smk) as job:
+    from attnbench import paired_timing, sweep_tables
+    from attnbench.io import atomic_path, write_json
+    from attnbench.ultralytics_run import offline_ultralytics
+
+    offline_ultralytics(Path("results/.ultralytics").resolve())
+    (point,) = json_params(smk, "point")
+    blocks_settings = settings_param(smk, "paired")
+    train = settings_param(smk, "train")
+    out = Path(smk.output.summary).parent
+    if out != Path(smk.params.target):
+        raise RuntimeError(f"the rule's outputs {out} are not the planned cell {smk.params.target}")
+    settings = {**point, **blocks_settings}
+    job.log.info(
+        "paired timing of %s at imgsz %d, batch %d: %s against %s on %s (%s)",
+        settings["model"], settings["imgsz"], settings["batch"], ", ".join(settings["arms"]),
+        settings["baseline"], job.device, job.slot.reason,
+    )  # fmt: skip
+    scratch = Path(smk.params.scratch)
+    blocks, summary, info = paired_timing.measure(
+        settings, train, smk.input.data_yaml, scratch, job.device
+    )
+    shutil.rmtree(scratch, ignore_errors=True)
+    info["gpu_slot"] = ",".join(job.slot.devices) or None
+    with atomic_path(smk.output.blocks) as tmp:
+        blocks.to_csv(tmp, index=False)
+    sweep_tables.write(sweep_tables.paired_cell(summary, point), smk.output.summary)
+    write_json(smk.output.info, info)
+    for row in summary.itertuples():
+        job.log.info(
+            "%s / %s: %.4f [%.4f, %.4f] (%s blocks, %s)", row.arm, row.baseline, row.ratio,
+            row.ratio_ci_low, row.ratio_ci_high, row.blocks, row.status,
+        )  # fmt: skip
