@@ -461,3 +461,37 @@ def measure(
         summary["device_name"] = info["device_name"]
         summary["clock"] = info["clock"]
     return blocks, summary, info
+
+
+def job_measure(
+    job: Any,
+    settings: dict[str, Any],
+    train: dict[str, Any],
+    data_yaml: str,
+    scratch: str | Path,
+    blocks_path: str | Path,
+) -> tuple[Any, dict[str, Any]]:
+    """A rule's paired timing (rules paired_timing and sweep_paired): `measure` in the GPU
+    slot of `job` (attnbench.scriptutil.gpu_job), its scratch removed, blocks.csv
+    written, each ratio logged. Returns (summary frame, timing.json's record)."""
+    import shutil
+
+    from attnbench.io import atomic_path
+
+    blocks, summary, info = measure(settings, train, data_yaml, scratch, job.device)
+    shutil.rmtree(scratch, ignore_errors=True)
+    info["gpu_slot"] = ",".join(job.slot.devices) or None
+    with atomic_path(blocks_path) as tmp:
+        blocks.to_csv(tmp, index=False)
+    for row in summary.itertuples():
+        job.log.info(
+            "%s / %s: %.4f [%.4f, %.4f] (%s blocks, %s)",
+            row.arm,
+            row.baseline,
+            row.ratio,
+            row.ratio_ci_low,
+            row.ratio_ci_high,
+            row.blocks,
+            row.status,
+        )
+    return summary, info

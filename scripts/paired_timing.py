@@ -1,6 +1,5 @@
 """Rule paired_timing: every arm of one (model, imgsz, batch) point, interleaved in one process."""
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,19 +24,9 @@ with gpu_job(smk) as job:
         settings["model"], settings["imgsz"], settings["batch"], ", ".join(settings["arms"]),
         job.device, job.slot.reason,
     )  # fmt: skip
-    scratch = Path(smk.params.scratch)
-    blocks, summary, info = paired_timing.measure(
-        settings, train, smk.input.data_yaml, scratch, job.device
+    summary, info = paired_timing.job_measure(
+        job, settings, train, smk.input.data_yaml, smk.params.scratch, smk.output.blocks
     )
-    shutil.rmtree(scratch, ignore_errors=True)
-    info["gpu_slot"] = ",".join(job.slot.devices) or None
-    with atomic_path(smk.output.blocks) as tmp:
-        blocks.to_csv(tmp, index=False)
     with atomic_path(smk.output.summary) as tmp:
         summary.to_csv(tmp, index=False)
     write_json(smk.output.info, info)
-    for row in summary.itertuples():
-        job.log.info(
-            "%s / %s: %.4f [%.4f, %.4f] (%s blocks, %s)", row.arm, row.baseline, row.ratio,
-            row.ratio_ci_low, row.ratio_ci_high, row.blocks, row.status,
-        )  # fmt: skip

@@ -5,7 +5,6 @@ paired_timing without its `bare` arm); the cell's per-backend points (rule sweep
 give its GPU time, attention time and peak memory.
 """
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from attnbench.scriptutil import gpu_job, json_params, settings_param
 smk = snakemake
 with gpu_job(smk) as job:
     from attnbench import paired_timing, sweep_tables
-    from attnbench.io import atomic_path, write_json
+    from attnbench.io import write_json
     from attnbench.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
@@ -32,18 +31,8 @@ with gpu_job(smk) as job:
         settings["model"], settings["imgsz"], settings["batch"], ", ".join(settings["arms"]),
         settings["baseline"], job.device, job.slot.reason,
     )  # fmt: skip
-    scratch = Path(smk.params.scratch)
-    blocks, summary, info = paired_timing.measure(
-        settings, train, smk.input.data_yaml, scratch, job.device
+    summary, info = paired_timing.job_measure(
+        job, settings, train, smk.input.data_yaml, smk.params.scratch, smk.output.blocks
     )
-    shutil.rmtree(scratch, ignore_errors=True)
-    info["gpu_slot"] = ",".join(job.slot.devices) or None
-    with atomic_path(smk.output.blocks) as tmp:
-        blocks.to_csv(tmp, index=False)
     sweep_tables.write(sweep_tables.paired_cell(summary, point), smk.output.summary)
     write_json(smk.output.info, info)
-    for row in summary.itertuples():
-        job.log.info(
-            "%s / %s: %.4f [%.4f, %.4f] (%s blocks, %s)", row.arm, row.baseline, row.ratio,
-            row.ratio_ci_low, row.ratio_ci_high, row.blocks, row.status,
-        )  # fmt: skip
