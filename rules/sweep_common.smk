@@ -111,7 +111,7 @@ def sweep_paired_point_param(wildcards):
 
 
 def sweep_paired_priority(wildcards):
-    """Right after its cell's points."""
+    """Its cell's priority: it runs beside the cell's points job in the sweep's order."""
     return SWEEP.group_priority(sweep_paired_group(wildcards).id)
 
 
