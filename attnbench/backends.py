@@ -27,7 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attnbench import backendinfo, host
 from attnbench import signatures as sig
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 from attnbench.signatures import Signature
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -23,6 +23,8 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
+from attnbench.errors import ConfigError
+
 SCHEMA_FILE = "config.schema.yaml"
 ROBOFLOW_KEY_ENV = "ROBOFLOW_API_KEY"
 #: The one-line problem of a Roboflow download without a key (at parse time and in the job).
@@ -30,10 +32,6 @@ ROBOFLOW_KEY_MISSING = (
     f"{ROBOFLOW_KEY_ENV} is not set: set {ROBOFLOW_KEY_ENV} to your Roboflow API key "
     "(app.roboflow.com -> Settings -> API Keys), or use dataset.source: demo or local"
 )
-
-
-class ConfigError(ValueError):
-    """A user-fixable configuration problem; the message is one line."""
 
 
 def load_schema() -> dict[str, Any]:

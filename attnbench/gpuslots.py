@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import host
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 LOG = logging.getLogger("attnbench.gpuslots")
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 if TYPE_CHECKING:
     import torch

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnbench.config import ConfigError
+from attnbench.errors import ConfigError
 from attnbench.sweep import scale_of, stem
 
 ROOT = "results/inference"

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from attnbench import backends, host, inference
+from attnbench.errors import UserError
 from attnbench.inference_model import load_yolo, release, run_dtype
 from attnbench.patch import use_backend
-from attnbench.scriptutil import UserError
 
 LOG = logging.getLogger(__name__)
 

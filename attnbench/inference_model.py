@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from attnbench import host, inference
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 
 def run_dtype(requested: str, device: torch.device) -> tuple[torch.dtype, str | None]:

@@ -20,7 +20,7 @@ from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd

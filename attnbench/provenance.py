@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from attnbench import host
+from attnbench.errors import UserError
 from attnbench.patch import REGION
-from attnbench.scriptutil import UserError
 from attnbench.signatures import Signature
 
 

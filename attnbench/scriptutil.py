@@ -16,16 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attnbench.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
     from attnbench.gpuslots import Slot
 
 LOG = logging.getLogger("attnbench")
-
-
-class UserError(RuntimeError):
-    """A failure the user can fix; its message is one line that names the fix."""
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from attnbench.config import ConfigError
+from attnbench.errors import ConfigError
 
 ROOT = "results/sweep"
 MAX_BATCH_ROOT = f"{ROOT}/max_batch"

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 
 from attnbench import backends, host, provenance, schedule, sweep, training, ultralytics_run
+from attnbench.errors import UserError
 from attnbench.patch import use_backend
 from attnbench.recorder import RunRecorder
-from attnbench.scriptutil import UserError
 
 LOG = logging.getLogger(__name__)
 FORCE_OOM_ENV = "ATTNBENCH_FORCE_OOM"

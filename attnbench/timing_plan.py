@@ -49,7 +49,7 @@ def settings(config: Mapping[str, Any], train: Mapping[str, Any]) -> dict[str, A
     defaults to its model, batch and imgsz. Raises attnbench.config.ConfigError when
     paired timing is enabled and its baseline or arms do not fit.
     """
-    from attnbench.config import ConfigError
+    from attnbench.errors import ConfigError
 
     section = dict(config["paired_timing"])
     enabled = bool(section["enabled"])

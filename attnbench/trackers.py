@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 LOG = logging.getLogger(__name__)
 

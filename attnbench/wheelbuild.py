@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 LOG = logging.getLogger("attnbench.flashbuild")
 

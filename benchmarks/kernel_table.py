@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from attnbench.errors import UserError  # noqa: E402
 from attnbench.io import read_csv  # noqa: E402
-from attnbench.scriptutil import UserError  # noqa: E402
 
 NEEDED = ("backend", "status", "reason", "gpu", "dtype", "kind", "phase", "B", "heads", "N",
           "head_dim", "fwdbwd_ms", "fwdbwd_flops")  # fmt: skip

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from attnbench import backendinfo, schedule
 from attnbench import config as cfg
+from attnbench.errors import ConfigError
 
 if _no_conda := cfg.missing_conda(workflow.deployment_settings.deployment_method):
     sys.exit(f"Error: {_no_conda}")  # not Snakemake's later "Error running conda info"
 
 try:
     _validated = cfg.validate(config)
-except cfg.ConfigError as _error:
+except ConfigError as _error:
     sys.exit(f"Config error: {_error}")
 config.clear()
 config.update(_validated)

@@ -6,10 +6,11 @@ import sys
 from attnbench import backendinfo
 from attnbench import inference as infer_plan
 from attnbench import sweep as sweep_plan
+from attnbench.errors import ConfigError
 
 try:
     INFER = infer_plan.plan(config)
-except cfg.ConfigError as _error:
+except ConfigError as _error:
     sys.exit(f"Config error: {_error}")
 INFER_POSITION = {j.id: i for i, j in enumerate(INFER.planned_order())}
 INFER_MODELS = [sweep_plan.stem(m) for m in INFER.models]

@@ -6,10 +6,11 @@ from attnbench import backendinfo
 from attnbench import sweep as sweep_plan
 from attnbench import section_files
 from attnbench import timing_plan
+from attnbench.errors import ConfigError
 
 try:
     SWEEP = sweep_plan.plan(config)
-except cfg.ConfigError as _error:
+except ConfigError as _error:
     sys.exit(f"Config error: {_error}")
 SWEEP_POSITION = {p.id: i for i, p in enumerate(SWEEP.planned_order())}
 SWEEP_MODELS = [sweep_plan.stem(m) for m in SWEEP.models]

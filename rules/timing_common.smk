@@ -4,10 +4,11 @@
 import sys
 
 from attnbench import timing_plan
+from attnbench.errors import ConfigError
 
 try:
     TIMING = timing_plan.settings(config, TRAIN)
-except cfg.ConfigError as _error:
+except ConfigError as _error:
     sys.exit(f"Config error: {_error}")
 TIMING_DIR = timing_plan.target_dir(TIMING)
 TIMING_FLASH = any(backendinfo.INFO[b].flash_build for b in TIMING["backends"])

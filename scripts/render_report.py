@@ -7,7 +7,8 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from attnbench import config as cfg
 from attnbench import report
-from attnbench.scriptutil import UserError, rule_logging, settings_param
+from attnbench.errors import UserError
+from attnbench.scriptutil import rule_logging, settings_param
 
 smk = snakemake
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from attnbench import backends, config
+from attnbench.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def test_schema_backends_match_the_registry():
     ],
 )
 def test_invalid_values_name_the_key_in_one_line(patch, expected):
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         config.validate(patch)
     message = str(info.value)
     assert expected in message
@@ -63,25 +64,25 @@ def test_invalid_values_name_the_key_in_one_line(patch, expected):
 
 
 def test_unknown_backend_lists_the_allowed_values():
-    with pytest.raises(config.ConfigError, match="allowed: eager, sdpa"):
+    with pytest.raises(ConfigError, match="allowed: eager, sdpa"):
         config.validate({"backends": ["fast"]})
 
 
 def test_missing_local_path_is_rejected(tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(config.ConfigError, match="dataset.local.*does not exist"):
+    with pytest.raises(ConfigError, match="dataset.local.*does not exist"):
         config.validate({"dataset": {"source": "local", "local": str(missing)}})
 
 
 def test_baseline_must_be_a_configured_backend():
-    with pytest.raises(config.ConfigError, match="analysis.baseline"):
+    with pytest.raises(ConfigError, match="analysis.baseline"):
         config.validate({"backends": ["sdpa"], "analysis": {"baseline": "eager"}})
 
 
 def test_malformed_yaml_names_the_line(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("backends: [eager\nseeds: [0]\n")
-    with pytest.raises(config.ConfigError, match=r"not valid YAML at line \d+"):
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+"):
         config.load_file(path)
 
 
@@ -162,7 +163,7 @@ def test_command_line_strings_are_coerced_to_the_schema_type(override, path, exp
     ],
 )
 def test_uncoercible_strings_fail_in_one_line_naming_key_and_value(override, message):
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         config.validate(override)
     assert message in str(info.value)
     assert "\n" not in str(info.value)

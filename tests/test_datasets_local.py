@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from attnbench.datasets import demo, local, validate
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 CROP_OR_WEED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crop-or-weed"
 needs_crop_or_weed = pytest.mark.skipif(

@@ -18,7 +18,7 @@ import yaml
 
 from attnbench.datasets import demo, fetch
 from attnbench.datasets import roboflow as rf
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from roboflow_server import FakeRoboflow, zip_files, zip_folder  # noqa: E402

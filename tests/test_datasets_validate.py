@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from attnbench.datasets import demo, source_kind, validate
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ("summary.json", "data.yaml", "train.txt", "val.txt", "test.txt")

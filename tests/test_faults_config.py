@@ -15,6 +15,7 @@ from faults_helpers import clean_env, lines_with, run_all, workdir
 from workflow_helpers import planned_jobs
 
 from attnbench import config
+from attnbench.errors import ConfigError
 
 # case -> (overrides in bad.yaml, the key the message must name, a phrase of the fix)
 CASES = {
@@ -121,7 +122,7 @@ def test_our_loader_names_the_malformed_file_and_line(tmp_path: Path) -> None:
     """The check RELIABILITY.md points at: attnbench.config.load_file names file and line."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(MALFORMED)
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         config.load_file(bad)
     message = str(info.value)
     assert str(bad) in message and "line 3" in message and "\n" not in message
@@ -184,7 +185,7 @@ def test_control_a_good_value_passes_the_same_way(outcomes) -> None:
 def test_a_float_is_not_an_integer(patch, key) -> None:
     """Regression: JSON Schema took 1.0 as an integer, so `seeds: [0, 1.0]` passed and
     Snakemake then failed on a `seed1.0` folder with a MissingInputException."""
-    with pytest.raises(config.ConfigError, match=rf"^config value {key} = .*\(expected integer\)"):
+    with pytest.raises(ConfigError, match=rf"^config value {key} = .*\(expected integer\)"):
         config.validate(patch)
 
 

@@ -18,7 +18,7 @@ import pytest
 from faults_helpers import clean_env, lines_with, reference_run, run_all, snakemake, workdir
 
 from attnbench import intermediates, io, tables
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 # --------------------------------------------------------------------------- #
 # attnbench.io readers

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from attnbench import flashbuild, host, wheelbuild
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 SETTINGS = {"build": "auto", "version": "2.8.3.post2", "slim": True, "cuda_archs": "auto",
             "max_jobs": "auto"}  # fmt: skip

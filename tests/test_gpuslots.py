@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from attnbench import gpuslots
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 CTX = mp.get_context("spawn")
 

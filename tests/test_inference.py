@@ -15,7 +15,7 @@ from workflow_helpers import REPO, job_stats, output_of, plan_and_run, snakemake
 
 from attnbench import config as cfg
 from attnbench import inference, inference_plots, inference_report, inference_tables
-from attnbench.config import ConfigError
+from attnbench.errors import ConfigError
 
 TINY = REPO / "tests" / "configs" / "inference-tiny.yaml"
 FORCED = "inference/yolo12n/imgsz96/b1/off/sdpa"

@@ -17,6 +17,7 @@ import pytest
 
 from attnbench import config as cfg
 from attnbench import paired_stats, timing_plan
+from attnbench.errors import ConfigError
 from attnbench.timing_plan import BARE
 
 ARMS = ["eager", "sdpa_cudnn", "flash_attn", BARE]
@@ -188,5 +189,5 @@ def test_settings_resolve_the_point_and_check_the_baseline():
     bad = {"backends": ["sdpa"], "baseline": "eager"}
     off = cfg.validate({"paired_timing": bad})
     assert not timing_plan.settings(off, train)["enabled"]  # not checked while off
-    with pytest.raises(cfg.ConfigError, match="paired_timing.baseline"):
+    with pytest.raises(ConfigError, match="paired_timing.baseline"):
         timing_plan.settings(cfg.validate({"paired_timing": {**bad, "enabled": True}}), train)

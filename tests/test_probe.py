@@ -15,7 +15,8 @@ from snakemake.iocontainers import Namedlist
 
 from attnbench import envinfo, host, kernelbench, parity
 from attnbench.config import canonical, keyed
-from attnbench.scriptutil import UserError, gpu_job
+from attnbench.errors import UserError
+from attnbench.scriptutil import gpu_job
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"

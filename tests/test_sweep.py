@@ -21,6 +21,7 @@ from attnbench import (
     sweep_run,
     sweep_tables,
 )
+from attnbench.errors import ConfigError
 from attnbench.formatting import fmt_ratio
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,12 +107,12 @@ def test_exclude_removes_cells():
     ],
 )
 def test_inconsistent_sweep_config_is_one_line(keys, message):
-    with pytest.raises(cfg.ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
         sweep.plan(_config(**keys))
 
 
 def test_schema_rejects_an_unknown_compile_mode():
-    with pytest.raises(cfg.ConfigError, match="sweep.compile"):
+    with pytest.raises(ConfigError, match="sweep.compile"):
         _config(compile=["fast"])
 
 
@@ -397,7 +398,7 @@ def test_paired_skip_reasons():
     ],
 )
 def test_bad_paired_settings_are_one_line_config_errors(paired, message):
-    with pytest.raises(cfg.ConfigError, match=message) as error:
+    with pytest.raises(ConfigError, match=message) as error:
         _config(backends=["eager", "sdpa"], paired=paired)
     assert "\n" not in str(error.value)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from attnbench import trackers
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 CHILD = textwrap.dedent(
     """

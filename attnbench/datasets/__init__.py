@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
+from attnbench.errors import UserError
 from attnbench.io import write_text
-from attnbench.scriptutil import UserError
 
 LOG = logging.getLogger(__name__)
 

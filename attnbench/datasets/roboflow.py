@@ -38,7 +38,7 @@ from attnbench.datasets import (
     staging_dir,
     write_source_yaml,
 )
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -32,7 +32,7 @@ from attnbench.datasets import (
     list_images,
     read_data_yaml,
 )
-from attnbench.scriptutil import UserError
+from attnbench.errors import UserError
 
 LOG = logging.getLogger(__name__)
 
