@@ -1,5 +1,6 @@
 """Facts about this host and its devices, in one place: device choice, synchronise,
-free memory, cores, the CUDA toolkit, GPU capabilities, NVML, OOM, dtype names.
+free memory, cores, the CUDA toolkit, GPU capabilities, NVML, OOM (and the tests'
+forced OOM), releasing device memory, dtype names.
 
 torch, psutil and pynvml are imported inside the functions: light scripts and the
 GPU-slot code import this module before CUDA may start.
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fnmatch
 import functools
+import gc
 import os
 import platform
 import re
@@ -145,6 +148,46 @@ def oom_reason(exc: BaseException) -> str:
     if not is_oom(exc):
         raise exc
     return f"out of memory: {first_line(exc)}"
+
+
+# `ATTNBENCH_FORCE_OOM` (tests only) makes chosen sweep points, probes, paired-timing arms
+# or inference jobs raise an out-of-memory error: comma-separated globs of their ids or
+# `batch>N`.
+FORCE_OOM_ENV = "ATTNBENCH_FORCE_OOM"
+
+
+def forced_oom(item_id: str, batch: int, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ATTNBENCH_FORCE_OOM asks this point or probe to run out of memory."""
+    spec = (os.environ if environ is None else environ).get(FORCE_OOM_ENV, "")
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        above = re.fullmatch(r"batch>(\d+)", item)
+        if (above and batch > int(above.group(1))) or (
+            not above and fnmatch.fnmatch(item_id, item)
+        ):
+            return True
+    return False
+
+
+def forced_error(item_id: str) -> torch.OutOfMemoryError:
+    """The out-of-memory error ATTNBENCH_FORCE_OOM makes a point or probe raise."""
+    import torch
+
+    return torch.OutOfMemoryError(f"CUDA out of memory (forced by {FORCE_OOM_ENV} for {item_id})")
+
+
+def release(device: torch.device, compiled: bool = False) -> None:
+    """Free what earlier points left: Python garbage, cached blocks, peak statistics."""
+    import torch
+
+    gc.collect()
+    if compiled:
+        torch._dynamo.reset()  # fresh models would otherwise recompile up to the limit, then run eager
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 # --------------------------------------------------------------------------- #

@@ -39,7 +39,6 @@ import torch
 from attnbench import backends, host, provenance, steptime
 from attnbench.inference_model import compile_model, load_yolo, prepare, release, run_dtype
 from attnbench.patch import use_backend
-from attnbench.sweep_run import FORCE_OOM_ENV, forced_oom
 
 LOG = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ def bench(spec: Mapping[str, Any], settings: Mapping[str, Any], device: torch.de
         "iterations_requested": settings["iterations"],
         "input": f"random images (seeded), {batch}x3x{imgsz}x{imgsz}",
         "timer": "cuda events per call" if device.type == "cuda" else "perf_counter per call",
-        "forced_oom": forced_oom(spec["force_id"], batch),
+        "forced_oom": host.forced_oom(spec["force_id"], batch),
         "started": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     }
     reason = backends.check(backend, device, dtype)
@@ -184,7 +183,7 @@ def bench(spec: Mapping[str, Any], settings: Mapping[str, Any], device: torch.de
             x = torch.rand(batch, 3, imgsz, imgsz, generator=generator).to(device, dtype)
             if result["forced_oom"]:
                 raise torch.OutOfMemoryError(
-                    f"CUDA out of memory (forced by {FORCE_OOM_ENV} for {spec['force_id']})"
+                    f"CUDA out of memory (forced by {host.FORCE_OOM_ENV} for {spec['force_id']})"
                 )
             nvml = _nvml(device)
             with torch.inference_mode():

@@ -3,7 +3,7 @@
 A probe trains `steps` steps (forward, loss, backward, optimizer step, EMA update, AMP as
 configured) of a fresh model on a batch tiled from real training images, so a batch is
 never capped at the dataset's size; OOM is a result. `sweep.search_max_batch` chooses
-the batches; `ATTNBENCH_FORCE_OOM` (`sweep_run.forced_oom`) applies here too.
+the batches; `ATTNBENCH_FORCE_OOM` (`host.forced_oom`) applies here too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import torch
 
 from attnbench import backends, host, schedule, sweep, training
 from attnbench.patch import use_backend
-from attnbench.sweep_run import forced_error, forced_oom, release
 
 LOG = logging.getLogger(__name__)
 
@@ -94,8 +93,8 @@ def probe(
         ema = ModelEMA(model)
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
         data = tile(sample, batch, device)
-        if forced_oom(probe_id, batch):
-            raise forced_error(f"{probe_id}/b{batch}")
+        if host.forced_oom(probe_id, batch):
+            raise host.forced_error(f"{probe_id}/b{batch}")
         for _ in range(steps):
             with torch.autocast(device.type, enabled=amp):
                 loss, _ = model(data)
@@ -106,7 +105,7 @@ def probe(
             ema.update(model)
         host.synchronize(device)
 
-    release(device)
+    host.release(device)
     t0 = time.perf_counter()
     status, reason = "ok", None
     try:
@@ -120,7 +119,7 @@ def probe(
     if device.type == "cuda":
         result["peak_alloc_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         result["peak_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
-    release(device)
+    host.release(device)
     LOG.info(
         "%s batch %d: %s (%.1f s) %s", probe_id, batch, status, result["seconds"], reason or ""
     )

@@ -92,7 +92,7 @@ class Arm:
     dispatch_s: float = 0.0
     dtypes: set[str] = field(default_factory=set)
     peak_alloc_mb: float | None = None
-    forced_oom: str | None = None  # tests: the id ATTNBENCH_FORCE_OOM named (sweep_run.forced_oom)
+    forced_oom: str | None = None  # tests: the id ATTNBENCH_FORCE_OOM named (host.forced_oom)
 
     def patch(self, cast: str) -> contextlib.AbstractContextManager:
         return use_backend(self.kernel, cast=cast) if self.kernel else contextlib.nullcontext()
@@ -223,7 +223,7 @@ def run_block(arm: Arm, batches: list, k: int, device: torch.device, cast: str) 
         start = time.perf_counter()
         for _ in range(k):
             if arm.forced_oom:
-                raise _forced_error(arm.forced_oom)
+                raise host.forced_error(arm.forced_oom)
             step(arm, batches[arm.step % len(batches)])
         host.synchronize(device)
         elapsed = time.perf_counter() - start
@@ -245,21 +245,13 @@ def run_block(arm: Arm, batches: list, k: int, device: torch.device, cast: str) 
     }
 
 
-def _forced_error(item_id: str) -> BaseException:
-    from attnbench.sweep_run import forced_error
-
-    return forced_error(item_id)
-
-
 def _mark_forced(arms: list[Arm], settings: dict[str, Any]) -> None:
     """Arms that ATTNBENCH_FORCE_OOM names as `<point_id>/<arm>` (tests only; a settings
     `point_id` is what the sweep passes) run out of memory in their first block."""
-    from attnbench.sweep_run import forced_oom
-
     point_id = settings.get("point_id")
     for arm in arms if point_id else []:
         item = f"{point_id}/{arm.name}"
-        if forced_oom(item, settings["batch"]):
+        if host.forced_oom(item, settings["batch"]):
             arm.forced_oom = item
 
 
@@ -284,7 +276,6 @@ def run(
     """Time the point of `settings` (attnbench.timing_plan.settings): blocks and arm records."""
     from ultralytics.utils.torch_utils import unset_deterministic
 
-    from attnbench import sweep_run
     from attnbench.envinfo import environment
 
     t0 = time.perf_counter()
@@ -303,7 +294,7 @@ def run(
     live = [a for a in arms if a.status == "ok"]
     _mark_forced(live, settings)
     env = environment(device)
-    loaders = sweep_run.LoaderCache()
+    loaders = ultralytics_run.LoaderCache()
     blocks: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
     try:
@@ -353,7 +344,7 @@ def run(
     }
     for arm in arms:  # drop the models, optimizers and EMAs now
         arm.trainer = None
-    sweep_run.release(device)
+    host.release(device)
     return {"blocks": blocks, "info": result}
 
 

@@ -7,23 +7,18 @@ point's code catches it. The train loader is endless (one epoch that never ends,
 batches only), so no epoch end, validation, checkpoint or loader restart ever runs;
 `val=False` and `save=False` guard that too.
 
-Points of one job share their data loaders (`LoaderCache`): the workers start once.
+Points of one job share their data loaders (`ultralytics_run.LoaderCache`): the workers start once.
 Between points the model, optimizer and EMA are dropped, the allocator cache is
 emptied and the peak statistics reset (and torch.compile's caches, when compiling).
 
-`ATTNBENCH_FORCE_OOM` (tests only) makes chosen points or probes raise an
+`ATTNBENCH_FORCE_OOM` (tests only; `host.forced_oom`) makes chosen points or probes raise an
 out-of-memory error: comma-separated globs of point ids
 (`yolo12s/imgsz64/b2/off/eager/rep1`, `max_batch/yolo12n/imgsz64/eager`) or `batch>N`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
-import gc
 import logging
-import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -39,42 +34,10 @@ from attnbench.patch import use_backend
 from attnbench.recorder import RunRecorder
 
 LOG = logging.getLogger(__name__)
-FORCE_OOM_ENV = "ATTNBENCH_FORCE_OOM"
-ENDLESS_BATCHES = 10**6  # the train loader's "epoch": longer than any point
 
 
 class StopPoint(Exception):  # noqa: N818 - a signal, not an error
     """A point has its timed iterations: leave Ultralytics' loop before the next step."""
-
-
-def forced_oom(item_id: str, batch: int, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ATTNBENCH_FORCE_OOM asks this point or probe to run out of memory."""
-    spec = (os.environ if environ is None else environ).get(FORCE_OOM_ENV, "")
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
-        above = re.fullmatch(r"batch>(\d+)", item)
-        if (above and batch > int(above.group(1))) or (
-            not above and fnmatch.fnmatch(item_id, item)
-        ):
-            return True
-    return False
-
-
-def forced_error(item_id: str) -> torch.OutOfMemoryError:
-    """The out-of-memory error ATTNBENCH_FORCE_OOM makes a point or probe raise."""
-    return torch.OutOfMemoryError(f"CUDA out of memory (forced by {FORCE_OOM_ENV} for {item_id})")
-
-
-def release(device: torch.device, compiled: bool = False) -> None:
-    """Free what earlier points left: Python garbage, cached blocks, peak statistics."""
-    gc.collect()
-    if compiled:
-        torch._dynamo.reset()  # fresh models would otherwise recompile up to the limit, then run eager
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 # --------------------------------------------------------------------------- #
@@ -89,7 +52,7 @@ class PointRecorder(RunRecorder):
         super().__init__(backend, device, provenance_steps, timing)
         self.steps = steps
         self.point_id = point_id
-        self.force_oom = forced_oom(point_id, batch)
+        self.force_oom = host.forced_oom(point_id, batch)
         self.iterations = 0
         self.started_loop: float | None = None
 
@@ -111,7 +74,7 @@ class PointRecorder(RunRecorder):
         super().on_train_batch_start(trainer)
         self.iterations += 1
         if self.force_oom and self.iterations > self.timer.warmup:
-            raise forced_error(self.point_id)
+            raise host.forced_error(self.point_id)
         window = self.window
         settled = window.done or window.steps == 0 or self._epoch_index > self.window_epoch
         if settled and not window.active and self.timed() >= self.steps:
@@ -120,54 +83,11 @@ class PointRecorder(RunRecorder):
             raise StopPoint
 
 
-class LoaderCache:
-    """The data loaders of one job, shared by its points; closed once at the end."""
-
-    def __init__(self) -> None:
-        self.loaders: dict[tuple, Any] = {}
-
-    def trainer_class(self) -> type:
-        """A DetectionTrainer whose loaders come from this cache (the train one endless)."""
-        from ultralytics.data.build import InfiniteDataLoader, build_dataloader
-        from ultralytics.models.yolo.detect import DetectionTrainer
-
-        class EndlessLoader(InfiniteDataLoader):
-            def __len__(self) -> int:
-                return ENDLESS_BATCHES
-
-        cache = self.loaders
-
-        class SweepTrainer(DetectionTrainer):
-            def get_dataloader(self, dataset_path, batch_size=16, rank=0, mode="train"):
-                key = (str(dataset_path), batch_size, mode, self.args.imgsz, self.args.workers,
-                       str(self.args.cache))  # fmt: skip
-                if key not in cache:
-                    if mode == "train":
-                        dataset = self.build_dataset(dataset_path, mode, batch_size)
-                        loader = build_dataloader(
-                            dataset, batch=batch_size, workers=self.args.workers, shuffle=True,
-                            rank=rank, drop_last=True, device=self.device,
-                        )  # fmt: skip
-                        loader.__class__ = EndlessLoader  # same object, one endless epoch
-                    else:
-                        loader = super().get_dataloader(dataset_path, batch_size, rank, mode)
-                    cache[key] = loader
-                return cache[key]
-
-        return SweepTrainer
-
-    def close(self) -> None:
-        for loader in self.loaders.values():
-            with contextlib.suppress(Exception):
-                loader.close()
-        self.loaders.clear()
-
-
 def point_args(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """A point's train() arguments beyond the shared ones: no warm-up epochs, validation or
     checkpoints."""
     return {
-        "epochs": 1,  # of ENDLESS_BATCHES iterations; the point stops long before its end
+        "epochs": 1,  # of ultralytics_run.ENDLESS_BATCHES iterations; the point stops long before its end
         "batch": spec["batch"],
         "imgsz": spec["imgsz"],
         "seed": spec["seed"],
@@ -188,7 +108,7 @@ def run_point(
     data_yaml: str,
     workdir: Path,
     device: torch.device,
-    loaders: LoaderCache,
+    loaders: ultralytics_run.LoaderCache,
 ) -> dict[str, Any]:
     """Train one point and return its metrics.json; OOM, mismatch and unavailable are results."""
     backend = spec["backend"]
@@ -207,7 +127,7 @@ def run_point(
             "steps_requested": settings["steps"],
             "warmup_iters": settings["warmup_iters"],
             "profile_iters": settings["profile_iters"],
-            "forced_oom": forced_oom(spec["id"], spec["batch"]),
+            "forced_oom": host.forced_oom(spec["id"], spec["batch"]),
         }
     )
     dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
@@ -217,7 +137,7 @@ def run_point(
         LOG.warning("%s: unavailable: %s", spec["id"], reason)
         return {**metrics, "status": "unavailable", "reason": reason}
 
-    release(device, compiled=spec["compile"] != "off")
+    host.release(device, compiled=spec["compile"] != "off")
     timing = {"warmup_iters": settings["warmup_iters"], "profile_iters": settings["profile_iters"]}
     recorder = PointRecorder(kernel, device, train["provenance_steps"], timing, settings["steps"],
                              spec["id"], spec["batch"])  # fmt: skip
@@ -288,7 +208,7 @@ def run_points(
 ) -> list[dict[str, Any]]:
     """Run a job's points in their order, sharing data loaders; `write` each result at once."""
     workdir = Path(workdir).resolve()
-    loaders = LoaderCache()
+    loaders = ultralytics_run.LoaderCache()
     results = []
     try:
         for spec in specs:
@@ -306,5 +226,5 @@ def run_points(
             results.append(result)
     finally:
         loaders.close()
-        release(device)
+        host.release(device)
     return results

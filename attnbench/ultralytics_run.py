@@ -1,10 +1,12 @@
 """The set-up every Ultralytics run here shares, a study run (`training`) and a sweep
 point (`sweep_run`): offline settings, the model with its recorder attached, the offline
-AMP check, and the train() arguments both pass.
+AMP check, the train() arguments both pass, and the data loaders that the points of one
+job share (`LoaderCache`; paired timing's arms share them too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -87,3 +89,49 @@ def setup(
     model = YOLO(weights, task="detect")
     recorder.attach(model)
     return model, train_args(data_yaml, train, device, workdir, **args)
+
+
+ENDLESS_BATCHES = 10**6  # the train loader's "epoch": longer than any point
+
+
+class LoaderCache:
+    """The data loaders of one job, shared by its points; closed once at the end."""
+
+    def __init__(self) -> None:
+        self.loaders: dict[tuple, Any] = {}
+
+    def trainer_class(self) -> type:
+        """A DetectionTrainer whose loaders come from this cache (the train one endless)."""
+        from ultralytics.data.build import InfiniteDataLoader, build_dataloader
+        from ultralytics.models.yolo.detect import DetectionTrainer
+
+        class EndlessLoader(InfiniteDataLoader):
+            def __len__(self) -> int:
+                return ENDLESS_BATCHES
+
+        cache = self.loaders
+
+        class SweepTrainer(DetectionTrainer):
+            def get_dataloader(self, dataset_path, batch_size=16, rank=0, mode="train"):
+                key = (str(dataset_path), batch_size, mode, self.args.imgsz, self.args.workers,
+                       str(self.args.cache))  # fmt: skip
+                if key not in cache:
+                    if mode == "train":
+                        dataset = self.build_dataset(dataset_path, mode, batch_size)
+                        loader = build_dataloader(
+                            dataset, batch=batch_size, workers=self.args.workers, shuffle=True,
+                            rank=rank, drop_last=True, device=self.device,
+                        )  # fmt: skip
+                        loader.__class__ = EndlessLoader  # same object, one endless epoch
+                    else:
+                        loader = super().get_dataloader(dataset_path, batch_size, rank, mode)
+                    cache[key] = loader
+                return cache[key]
+
+        return SweepTrainer
+
+    def close(self) -> None:
+        for loader in self.loaders.values():
+            with contextlib.suppress(Exception):
+                loader.close()
+        self.loaders.clear()

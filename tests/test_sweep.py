@@ -181,18 +181,20 @@ def test_search_when_even_the_start_does_not_fit():
 
 
 def test_forced_oom_matches_ids_and_batches():
-    env = {sweep_run.FORCE_OOM_ENV: "yolo12s/*/eager/rep1, batch>6"}
-    assert sweep_run.forced_oom("yolo12s/imgsz64/b2/off/eager/rep1", 2, env)
-    assert not sweep_run.forced_oom("yolo12s/imgsz64/b2/off/eager/rep0", 2, env)
-    assert sweep_run.forced_oom("max_batch/yolo12n/imgsz64/eager", 7, env)
-    assert not sweep_run.forced_oom("max_batch/yolo12n/imgsz64/eager", 6, env)
-    assert not sweep_run.forced_oom("anything", 100, {})
+    from attnbench import host
+
+    env = {host.FORCE_OOM_ENV: "yolo12s/*/eager/rep1, batch>6"}
+    assert host.forced_oom("yolo12s/imgsz64/b2/off/eager/rep1", 2, env)
+    assert not host.forced_oom("yolo12s/imgsz64/b2/off/eager/rep0", 2, env)
+    assert host.forced_oom("max_batch/yolo12n/imgsz64/eager", 7, env)
+    assert not host.forced_oom("max_batch/yolo12n/imgsz64/eager", 6, env)
+    assert not host.forced_oom("anything", 100, {})
 
 
 def test_out_of_memory_is_a_reason_and_other_errors_are_raised_again():
     from attnbench import host
 
-    error = sweep_run.forced_error("yolo12s/imgsz64/b2/off/eager/rep1")
+    error = host.forced_error("yolo12s/imgsz64/b2/off/eager/rep1")
     assert host.oom_reason(error) == f"out of memory: {host.first_line(error)}"
     assert host.first_line(RuntimeError()) == "RuntimeError"
     with pytest.raises(ValueError, match="bad shape"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from attnbench.datasets import SPLIT_DIRS, staging_dir, write_source_yaml
+from attnbench.datasets.layout import SPLIT_DIRS, staging_dir, write_source_yaml
 
 CLASSES = ("crop", "weed")
 DEFAULTS = {"train_images": 48, "val_images": 16, "image_size": 256, "seed": 0}

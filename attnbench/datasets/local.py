@@ -15,7 +15,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from attnbench.datasets import (
+from attnbench.datasets.layout import (
     SKIP_NAMES,
     canonical_names,
     check_layout,

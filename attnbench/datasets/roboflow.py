@@ -29,7 +29,7 @@ from urllib.parse import quote
 import requests
 
 from attnbench.config import ROBOFLOW_KEY_ENV, ROBOFLOW_KEY_MISSING
-from attnbench.datasets import (
+from attnbench.datasets.layout import (
     check_layout,
     find_splits,
     list_images,

@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image
 
 from attnbench import intermediates, io
-from attnbench.datasets import (
+from attnbench.datasets.layout import (
     SPLIT_DIRS,
     check_layout,
     class_names,
