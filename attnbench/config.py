@@ -317,7 +317,7 @@ def cuda_hint() -> bool:
     """A cheap guess (no torch import) whether this host has an NVIDIA GPU.
 
     Used only to decide Snakemake resources; availability itself is decided by
-    attnbench.backends at run time and recorded, never guessed.
+    attnbench.backends.registry at run time and recorded, never guessed.
     """
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
@@ -345,7 +345,7 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-KEYED_SEP = "__"  # `<name>__<key>`: a keyed param's name (attnbench.scriptutil.settings_param)
+KEYED_SEP = "__"  # `<name>__<key>`: a keyed param's name (attnbench.env.scriptutil.settings_param)
 
 
 def keyed(name: str, settings: Mapping[str, Any]) -> dict[str, str]:

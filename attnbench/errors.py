@@ -1,7 +1,7 @@
 """The failures a user can fix, at the bottom of the package: every stage raises them.
 
 Both say what was wrong and what to do, in one line. `UserError` ends a job with that
-line (`attnbench.scriptutil.rule_logging`); `ConfigError` stops Snakemake at parse time.
+line (`attnbench.env.scriptutil.rule_logging`); `ConfigError` stops Snakemake at parse time.
 """
 
 from __future__ import annotations

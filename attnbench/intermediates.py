@@ -19,14 +19,14 @@ import dataclasses
 from attnbench.io import Schema
 
 #: Ultralytics' per-epoch accuracy columns of results.csv, by the metrics.json key that
-#: holds the final value (attnbench.training writes one from the other).
+#: holds the final value (attnbench.train.training writes one from the other).
 ACCURACY_COLUMNS = {
     "precision": "metrics/precision(B)",
     "recall": "metrics/recall(B)",
     "mAP50": "metrics/mAP50(B)",
     "mAP50_95": "metrics/mAP50-95(B)",
 }
-#: The per-epoch losses the training curves draw (attnbench.plots.CURVES).
+#: The per-epoch losses the training curves draw (attnbench.report.plots.CURVES).
 LOSS_COLUMNS = ("train/box_loss", "val/box_loss", "train/cls_loss", "val/cls_loss")
 #: What every epoch row of a run that trained holds.
 EPOCH_COLUMNS = ("epoch", *ACCURACY_COLUMNS.values(), *LOSS_COLUMNS)

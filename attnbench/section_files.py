@@ -1,8 +1,8 @@
 """Which files a report section adds: its figures and table columns (data in
-`data/report_sections.yaml`) and the report rule's extra inputs.
+`resources/report_sections.yaml`) and the report rule's extra inputs.
 
 Read by the rules at parse time, so it imports neither pandas nor torch; the rendering
-half is `attnbench.section_report`.
+half is `attnbench.report.section_report`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-SECTIONS_FILE = "data/report_sections.yaml"
+SECTIONS_FILE = "resources/report_sections.yaml"
 Plot = tuple[str, str, str]  # key, title, caption
 
 

@@ -1,6 +1,6 @@
 """The workflow's training job against bare Ultralytics: same arguments, same device, % overhead.
 
-Each repeat trains once through attnbench.training.train_one + write_outputs (what the
+Each repeat trains once through attnbench.train.training.train_one + write_outputs (what the
 train rule runs) and once as a bare `YOLO(model).train(**same_args)` timed by a minimal
 on_train_start/on_fit_epoch_end callback pair, each in a fresh process, in alternating
 order. Two clocks: the epoch loop (our callbacks, synchronised on CUDA) and Ultralytics'
@@ -41,7 +41,7 @@ def workflow_args(data_yaml: Path, train: dict[str, Any], backend: str, device) 
     """The exact keyword arguments train_one passes to YOLO.train (it is run up to that call)."""
     from ultralytics.engine.model import Model
 
-    from attnbench import training
+    from attnbench.train import training
 
     seen: dict[str, Any] = {}
 
@@ -73,7 +73,8 @@ def run_workflow(data_yaml: Path, train: dict, backend: str, seed: int, out: Pat
     """One training job as the workflow runs it; returns its clocks."""
     from ultralytics.engine.model import Model
 
-    from attnbench import host, training
+    from attnbench import host
+    from attnbench.train import training
 
     device = host.select_device(train["device"])
     used: dict[str, Any] = {}
@@ -110,7 +111,8 @@ def run_bare(args: dict, device_spec: str, out: Path) -> dict:
     from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_module
 
-    from attnbench import host, ultralytics_run
+    from attnbench import host
+    from attnbench.train import ultralytics_run
 
     device = host.select_device(device_spec)
     # Setup only, before the loop, as in train_one: offline settings, no AMP-check download.
@@ -280,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from attnbench import config as cfg
-    from attnbench import envinfo, host
-    from attnbench.datasets import demo, validate
+    from attnbench import host
+    from attnbench.data import demo, validate
+    from attnbench.env import envinfo
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="attnbench-overhead-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Runs, each in a fresh process, in a seeded random order interleaved across arms within
 every repeat block (the order is recorded):
-- `<backend>` arms: the train rule's library call (attnbench.training.train_one), so
+- `<backend>` arms: the train rule's library call (attnbench.train.training.train_one), so
   every number is the metrics.json a train job writes (step_ms_*, gpu_ms_per_step, ...);
 - `bare`: `YOLO(model).train(**the same keyword arguments)` with stock Ultralytics
   attention, timed by the same StepTimer (first `warmup_iters` iterations of every epoch
@@ -66,7 +66,8 @@ def _train_settings(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_backend(spec: dict[str, Any], out: Path) -> dict[str, Any]:
-    from attnbench import host, training
+    from attnbench import host
+    from attnbench.train import training
 
     train = _train_settings(spec)
     device = host.select_device(train["device"])
@@ -83,8 +84,9 @@ def run_bare(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_module
 
-    from attnbench import host, ultralytics_run
-    from attnbench.steptime import StepTimer
+    from attnbench import host
+    from attnbench.measure.steptime import StepTimer
+    from attnbench.train import ultralytics_run
 
     train = _train_settings(spec)
     device = host.select_device(train["device"])

@@ -115,7 +115,7 @@ def render(folder: Path) -> str:
         "For every cell with compile off, every backend trained in one process, from the "
         "same initial weights on the same batches, in interleaved blocks of "
         f"{' or '.join(steps) or '–'} step(s) in a seeded balanced order, each block timed "
-        "between device synchronisations (rule sweep_paired, `attnbench.paired_timing`). "
+        "between device synchronisations (rule sweep_paired, `attnbench.timing.paired`). "
         "`ratio` is the backend's mean step time over the baseline's (below 1 is faster), "
         "with Fieller's 95% interval from the blocks paired by round; `resolved` means the "
         "half-width is within the target. Separate runs do not resolve wall time, so no "

@@ -4,7 +4,8 @@
 import sys
 from pathlib import Path
 
-from attnbench import backendinfo, schedule
+from attnbench.backends import backendinfo
+from attnbench.train import schedule
 from attnbench import config as cfg
 from attnbench.errors import ConfigError
 
@@ -35,7 +36,7 @@ ARMS = schedule.arms(
 )
 SEEDS = config["seeds"]
 DATA_DIR = f"results/data/{DATASET.name}"
-# Snakemake's gpu resource is a counter only; attnbench.gpuslots picks the device.
+# Snakemake's gpu resource is a counter only; attnbench.env.gpuslots picks the device.
 GPU_JOBS = 1 if cfg.cuda_hint() else 0
 # A train job takes a whole GPU (gpu=1), or with train.jobs_per_gpu > 1 one of that many
 # slots of a GPU (gpu_slots=1): resources are integers (Snakemake rounds a fraction such as

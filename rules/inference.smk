@@ -1,5 +1,5 @@
 # Inference: latency, throughput and memory of YOLO12's eval forward per backend, where
-# production use happens (attnbench.inference), and each backend's predictions on the
+# production use happens (attnbench.inference.plan), and each backend's predictions on the
 # validation set against the baseline's. Nothing here is planned unless
 # inference.enabled is true.
 

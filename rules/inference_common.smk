@@ -1,11 +1,11 @@
-# The inference benchmark's plan and helper functions (attnbench.inference); its rules
+# The inference benchmark's plan and helper functions (attnbench.inference.plan); its rules
 # are in inference.smk.
 
 import sys
 
-from attnbench import backendinfo
-from attnbench import inference as infer_plan
-from attnbench import sweep as sweep_plan
+from attnbench.backends import backendinfo
+from attnbench.inference import plan as infer_plan
+from attnbench.sweep import plan as sweep_plan
 from attnbench.errors import ConfigError
 
 try:

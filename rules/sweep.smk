@@ -1,5 +1,5 @@
 # Sweep: where attention matters. Short trainings over model scale x image size x batch
-# per backend (attnbench.sweep), each cell's backends paired in one process for its
+# per backend (attnbench.sweep.plan), each cell's backends paired in one process for its
 # wall-time ratios, the largest batch each backend trains, the attention shapes, parity
 # and kernel benchmark at every swept model, then tables and figures.
 # Nothing here is planned unless sweep.enabled is true.
@@ -107,7 +107,7 @@ rule sweep_point:
 
 
 # The cell's wall-time ratios: its backends interleaved in blocks in ONE process (compile
-# off cells only; attnbench.paired_timing). Its own job, so that changing only
+# off cells only; attnbench.timing.paired). Its own job, so that changing only
 # sweep.paired reruns this and the tables, never the points.
 rule sweep_paired:
     input:

@@ -1,11 +1,11 @@
-# The sweep's plan and helper functions (attnbench.sweep); its rules are in sweep.smk.
+# The sweep's plan and helper functions (attnbench.sweep.plan); its rules are in sweep.smk.
 
 import sys
 
-from attnbench import backendinfo
-from attnbench import sweep as sweep_plan
+from attnbench.backends import backendinfo
+from attnbench.sweep import plan as sweep_plan
 from attnbench import section_files
-from attnbench import timing_plan
+from attnbench.timing import plan as timing_plan
 from attnbench.errors import ConfigError
 
 try:

@@ -1,5 +1,5 @@
 # Paired timing: every arm of one (model, imgsz, batch) point trains in ONE process, in
-# interleaved blocks of steps (attnbench.paired_timing), so that wall time is resolved
+# interleaved blocks of steps (attnbench.timing.paired), so that wall time is resolved
 # to the paired interval, which separate processes cannot do. Nothing here is planned
 # unless paired_timing.enabled is true.
 

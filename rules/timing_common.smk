@@ -1,9 +1,9 @@
-# The paired timing's plan and helper functions (attnbench.timing_plan); its rule is in
+# The paired timing's plan and helper functions (attnbench.timing.plan); its rule is in
 # timing.smk.
 
 import sys
 
-from attnbench import timing_plan
+from attnbench.timing import plan as timing_plan
 from attnbench.errors import ConfigError
 
 try:

@@ -1,6 +1,6 @@
 # Training: one Ultralytics run per (arm, seed), each in its own process, with timing,
 # GPU memory, accuracy and proof of the kernels that ran. An arm is a backend or the
-# baseline's A/A replica; jobs run in the seeded random order of attnbench.schedule.
+# baseline's A/A replica; jobs run in the seeded random order of attnbench.train.schedule.
 
 
 rule train:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import intermediates, io, tables
-from attnbench.scriptutil import rule_logging, settings_param
+from attnbench import intermediates, io
+from attnbench.analysis import tables
+from attnbench.env.scriptutil import rule_logging, settings_param
 
 smk = snakemake
 

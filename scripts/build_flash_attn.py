@@ -6,11 +6,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import rule_logging
+from attnbench.env.scriptutil import rule_logging
 
 smk = snakemake
 with rule_logging(smk) as log:
-    from attnbench import flashbuild
+    from attnbench.env import flashbuild
 
     settings = json.loads(smk.params.build)["flash_attn"]
     log.info("flash-attn settings %s, %d cores", settings, smk.threads)

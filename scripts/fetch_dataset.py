@@ -7,8 +7,8 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 import json
 
-from attnbench.datasets import fetch
-from attnbench.scriptutil import rule_logging
+from attnbench.data import fetch
+from attnbench.env.scriptutil import rule_logging
 
 with rule_logging(snakemake) as log:
     smk = snakemake

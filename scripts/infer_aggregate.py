@@ -5,11 +5,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import rule_logging
+from attnbench.env.scriptutil import rule_logging
 
 smk = snakemake
 with rule_logging(smk) as log:
-    from attnbench import inference_tables as it
+    from attnbench.analysis import inference_tables as it
 
     jobs = it.jobs_frame(smk.input.results, smk.params.baseline)
     it.write(jobs, smk.output.jobs)

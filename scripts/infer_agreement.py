@@ -7,13 +7,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job
+from attnbench.env.scriptutil import gpu_job
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import inference_agreement
+    from attnbench.inference import agreement as inference_agreement
     from attnbench.io import write_json
-    from attnbench.ultralytics_run import offline_ultralytics
+    from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     scratch = Path(smk.params.scratch).resolve()

@@ -6,11 +6,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import rule_logging
+from attnbench.env.scriptutil import rule_logging
 
 smk = snakemake
 with rule_logging(smk) as log:
-    from attnbench import inference_plots, io
+    from attnbench import io
+    from attnbench.report import inference_plots
 
     jobs = io.read_csv(smk.input.jobs)
     backends = json.loads(smk.params.backends)

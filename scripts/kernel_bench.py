@@ -5,12 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, settings_param
+from attnbench.env.scriptutil import gpu_job, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import intermediates, kernelbench
+    from attnbench import intermediates
     from attnbench.io import read_json
+    from attnbench.measure import kernelbench
 
     settings = settings_param(smk, "kernels")
     backend = smk.wildcards.backend

@@ -5,13 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, json_params
+from attnbench.env.scriptutil import gpu_job, json_params
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import paired_timing
     from attnbench.io import atomic_path, write_json
-    from attnbench.ultralytics_run import offline_ultralytics
+    from attnbench.timing import paired as paired_timing
+    from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     settings, train = json_params(smk, "settings", "train")

@@ -6,11 +6,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job
+from attnbench.env.scriptutil import gpu_job
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import intermediates, parity
+    from attnbench import intermediates
+    from attnbench.backends import parity
     from attnbench.io import read_json, write_csv
 
     thresholds = json.loads(smk.params.parity)["parity"]["thresholds"]

@@ -5,8 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench import intermediates, plots, tables
-from attnbench.scriptutil import rule_logging
+from attnbench import intermediates
+from attnbench.analysis import tables
+from attnbench.env.scriptutil import rule_logging
+from attnbench.report import plots
 
 smk = snakemake
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job
+from attnbench.env.scriptutil import gpu_job
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import backends, envinfo
+    from attnbench.backends import registry as backends
+    from attnbench.env import envinfo
     from attnbench.intermediates import BACKENDS
     from attnbench.io import write_json
 

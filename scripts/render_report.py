@@ -6,9 +6,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from attnbench import config as cfg
-from attnbench import report
+from attnbench.env.scriptutil import rule_logging, settings_param
 from attnbench.errors import UserError
-from attnbench.scriptutil import rule_logging, settings_param
+from attnbench.report import page as report
 
 smk = snakemake
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import rule_logging
+from attnbench.env.scriptutil import rule_logging
 
 smk = snakemake
 with rule_logging(smk) as log:
-    from attnbench import sweep_tables as st
+    from attnbench.analysis import sweep_tables as st
 
     points = st.points_frame(smk.input.points)
     st.write(points, smk.output.points)

@@ -5,13 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, settings_param
+from attnbench.env.scriptutil import gpu_job, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import kernelbench
     from attnbench.intermediates import SHAPES
     from attnbench.io import read_json, write_csv
+    from attnbench.measure import kernelbench
 
     settings = settings_param(smk, "kernels")
     backend = smk.wildcards.sbackend

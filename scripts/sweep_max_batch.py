@@ -5,13 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, json_params, settings_param
+from attnbench.env.scriptutil import gpu_job, json_params, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import max_batch
     from attnbench.io import write_json
-    from attnbench.ultralytics_run import offline_ultralytics
+    from attnbench.sweep import max_batch
+    from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     searches, limits = json_params(smk, "searches", "limits")

@@ -1,6 +1,6 @@
 """Rule sweep_paired: a sweep cell's backends, interleaved in blocks in one process.
 
-The sweep's wall-time ratios come from here (attnbench.paired_timing, the design of rule
+The sweep's wall-time ratios come from here (attnbench.timing.paired, the design of rule
 paired_timing without its `bare` arm); the cell's per-backend points (rule sweep_point)
 give its GPU time, attention time and peak memory.
 """
@@ -10,13 +10,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, json_params, settings_param
+from attnbench.env.scriptutil import gpu_job, json_params, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import paired_timing, sweep_tables
+    from attnbench.analysis import sweep_tables
     from attnbench.io import write_json
-    from attnbench.ultralytics_run import offline_ultralytics
+    from attnbench.timing import paired as paired_timing
+    from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     (point,) = json_params(smk, "point")

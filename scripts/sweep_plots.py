@@ -6,11 +6,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import rule_logging
+from attnbench.env.scriptutil import rule_logging
 
 smk = snakemake
 with rule_logging(smk) as log:
-    from attnbench import io, sweep_plots
+    from attnbench import io
+    from attnbench.report import sweep_plots
 
     summary = io.read_csv(smk.input.summary)
     max_batch = io.read_csv(smk.input.max_batch)

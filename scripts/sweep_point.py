@@ -6,13 +6,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, json_params, settings_param
+from attnbench.env.scriptutil import gpu_job, json_params, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import sweep_run
     from attnbench.io import write_json
-    from attnbench.ultralytics_run import offline_ultralytics
+    from attnbench.sweep import run as sweep_run
+    from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     specs, settings = json_params(smk, "points", "settings")

@@ -6,14 +6,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import rule_logging
+from attnbench.env.scriptutil import rule_logging
 
 smk = snakemake
 with rule_logging(smk) as log:
+    from attnbench.backends.shapes import attention_shapes
     from attnbench.intermediates import SHAPES
     from attnbench.io import write_json
-    from attnbench.shapes import attention_shapes
-    from attnbench.ultralytics_run import offline_ultralytics
+    from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     shape = json.loads(smk.params.shape)

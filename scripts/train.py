@@ -5,11 +5,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.scriptutil import gpu_job, settings_param
+from attnbench.env.scriptutil import gpu_job, settings_param
 
 smk = snakemake
 with gpu_job(smk) as job:
-    from attnbench import schedule, training
+    from attnbench.train import schedule, training
 
     train = settings_param(smk, "train")
     backend, seed = smk.wildcards.backend, int(smk.wildcards.seed)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from attnbench.datasets import source_kind
-from attnbench.datasets.validate import summarize
-from attnbench.scriptutil import rule_logging
+from attnbench.data import source_kind
+from attnbench.data.validate import summarize
+from attnbench.env.scriptutil import rule_logging
 
 with rule_logging(snakemake):
     smk = snakemake

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from attnbench.datasets import demo
+from attnbench.data import demo
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"

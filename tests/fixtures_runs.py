@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from attnbench import config as cfg
-from attnbench import schedule
+from attnbench.train import schedule
 
 DEFAULT_BACKENDS = ("eager", "sdpa", "sdpa_flash", "flash_attn")
 
@@ -100,7 +100,7 @@ MEMORY = {
     "flash_attn": 0.85,
 }
 # (forward op, forward kernel, backward kernel, what provenance.dispatched says) per backend,
-# shaped like attnbench.provenance's record (names abridged from real profiler output).
+# shaped like attnbench.backends.provenance's record (names abridged from real profiler output).
 KERNELS = {
     "eager": ("aten::bmm", "ampere_fp16_s16816gemm_fp16_128x64", "ampere_fp16_s1688gemm_fp16", "eager (matmul + softmax)"),
     "sdpa": ("aten::_scaled_dot_product_cudnn_attention", "cudnn_generated_fort_native_sdpa_sm90_knob_7_64x128x64", "cudnn_generated_fort_native_sdpa_sm90_bprop", "cudnn"),
@@ -302,7 +302,7 @@ STEP_KEYS = (
 
 
 def _step_keys(kernel: str, device: str, rng: np.random.Generator, drift: float) -> dict:
-    """The steady-state keys of attnbench.steptime: host-bound steps, a small GPU share.
+    """The steady-state keys of attnbench.measure.steptime: host-bound steps, a small GPU share.
 
     `drift` is a relative change of step time per position in the run order (0: none).
     """

@@ -7,8 +7,10 @@ import pytest
 import torch
 from ultralytics.nn.modules.block import AAttn
 
-from attnbench import backendinfo, backends, config, parity, provenance, signatures
-from attnbench.patch import use_backend
+from attnbench import config
+from attnbench.backends import backendinfo, parity, provenance, signatures
+from attnbench.backends import registry as backends
+from attnbench.backends.patch import use_backend
 
 CPU = torch.device("cpu")
 CPU_BACKENDS = ["eager", "sdpa", "sdpa_math", "sdpa_flash"]
@@ -46,7 +48,7 @@ def test_backendinfo_imports_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, attnbench.backendinfo; assert 'torch' not in sys.modules"
+    code = "import sys, attnbench.backends.backendinfo; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

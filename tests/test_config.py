@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from attnbench import backends, config
+from attnbench import config
+from attnbench.backends import registry as backends
 from attnbench.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +211,7 @@ def test_keyed_params_name_each_setting_and_come_back_whole():
 
     from snakemake.iocontainers import Namedlist
 
-    from attnbench.scriptutil import settings_param
+    from attnbench.env.scriptutil import settings_param
 
     before = config.keyed("train", {"imgsz": 64, "batch": 32, "amp": True})
     assert before == {

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from attnbench.datasets import demo
+from attnbench.data import demo
 
 
 def _digest(root: Path) -> dict[str, str]:

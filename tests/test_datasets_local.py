@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attnbench.datasets import demo, local, validate
+from attnbench.data import demo, local, validate
 from attnbench.errors import UserError
 
 CROP_OR_WEED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crop-or-weed"

@@ -16,8 +16,8 @@ import pytest
 import requests
 import yaml
 
-from attnbench.datasets import demo, fetch
-from attnbench.datasets import roboflow as rf
+from attnbench.data import demo, fetch
+from attnbench.data import roboflow as rf
 from attnbench.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from attnbench.datasets import demo, source_kind, validate
+from attnbench.data import demo, source_kind, validate
 from attnbench.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 from faults_helpers import clean_env, lines_with, reference_run, run_all, snakemake, workdir
 
-from attnbench import intermediates, io, tables
+from attnbench import intermediates, io
+from attnbench.analysis import tables
 from attnbench.errors import UserError
 
 # --------------------------------------------------------------------------- #
@@ -237,7 +238,7 @@ def test_a_writer_never_writes_what_its_readers_would_refuse(tmp_path: Path) -> 
 
 
 def test_train_writes_neither_file_for_an_ok_run_without_epochs(tmp_path: Path) -> None:
-    from attnbench import training
+    from attnbench.train import training
 
     run = {"backend": "eager", "seed": 0, "status": "ok", **dict.fromkeys(ACCURACY, 0.5)}
     metrics, results = tmp_path / "metrics.json", tmp_path / "results.csv"
@@ -257,7 +258,9 @@ def test_train_writes_neither_file_for_an_ok_run_without_epochs(tmp_path: Path) 
 
 def test_declarations_match_what_the_writers_write() -> None:
     """Each declared column is one its writer writes, and the plots draw declared columns."""
-    from attnbench import kernelbench, parity, plots, sections
+    from attnbench.backends import parity
+    from attnbench.measure import kernelbench
+    from attnbench.report import plots, sections
 
     assert set(intermediates.PARITY.columns) <= set(parity.COLUMNS)
     assert set(intermediates.KERNELS.columns) <= set(kernelbench.COLUMNS)

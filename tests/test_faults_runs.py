@@ -45,8 +45,9 @@ from faults_helpers import (
 )
 from fixtures_runs import FakeSnakemake, NamedList, run_script
 
-from attnbench import backends, training
 from attnbench import config as cfg
+from attnbench.backends import registry as backends
+from attnbench.train import training
 
 pytestmark = pytest.mark.slow
 

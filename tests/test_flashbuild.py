@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnbench import flashbuild, host, wheelbuild
+from attnbench import host
+from attnbench.env import flashbuild, wheelbuild
 from attnbench.errors import UserError
 
 SETTINGS = {"build": "auto", "version": "2.8.3.post2", "slim": True, "cuda_archs": "auto",
@@ -217,7 +218,7 @@ def test_sdist_download_failure_is_one_clear_line(tmp_path):
 
 def test_stream_logs_progress_and_returns_the_tail(caplog):
     script = "import sys\nfor i in range(1, 4): print(f'[{i}/3] nvcc x.cu')\nprint('error: boom'); sys.exit(3)"
-    with caplog.at_level("INFO", logger="attnbench.flashbuild"):
+    with caplog.at_level("INFO", logger="attnbench.env.flashbuild"):
         code, tail = wheelbuild.stream([sys.executable, "-c", script], env={"PATH": "/usr/bin"})
     assert code == 3 and tail[-1] == "error: boom"
     assert "compile 3/3 (100%)" in caplog.text
@@ -244,7 +245,7 @@ def test_build_progress_at_info_and_the_rest_in_a_file(tmp_path, caplog):
     """One INFO line per compiled object and a heartbeat while quiet; pip's other lines
     only at DEBUG and in the output file; errors and the tail at INFO on failure."""
     output = tmp_path / "build-output.log"
-    with caplog.at_level("DEBUG", logger="attnbench.flashbuild"):
+    with caplog.at_level("DEBUG", logger="attnbench.env.flashbuild"):
         code, lines = wheelbuild.stream(
             [sys.executable, "-c", NINJA_LIKE], {"PATH": "/usr/bin"}, output=output,
             heartbeat_s=0.1,
@@ -306,7 +307,7 @@ print("  Building wheel for flash_attn (setup.py): finished with status 'done'",
 def test_heartbeat_counts_the_objects_of_an_indented_pip_stream(caplog):
     """pip indents the build's output: its ninja `[k/n]` lines still count as compiled
     objects, and the heartbeat between them says how many of how many are done."""
-    with caplog.at_level("INFO", logger="attnbench.flashbuild"):
+    with caplog.at_level("INFO", logger="attnbench.env.flashbuild"):
         code, _ = wheelbuild.stream(
             [sys.executable, "-c", PIP_LIKE], {"PATH": "/usr/bin"}, heartbeat_s=0.2
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from attnbench import gpuslots
+from attnbench.env import gpuslots
 from attnbench.errors import UserError
 
 CTX = mp.get_context("spawn")
@@ -180,7 +180,7 @@ def test_lock_dir_from_env_and_timeout_from_env(tmp_path: Path) -> None:
 
 
 def test_waiting_logs_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="attnbench.gpuslots")
+    caplog.set_level("INFO", logger="attnbench.env.gpuslots")
     with (
         gpuslots.acquire(devices=["0"], directory=tmp_path, environ={}),
         pytest.raises(gpuslots.SlotTimeoutError),

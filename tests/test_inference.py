@@ -14,8 +14,10 @@ import pytest
 from workflow_helpers import REPO, job_stats, output_of, plan_and_run, snakemake
 
 from attnbench import config as cfg
-from attnbench import inference, inference_plots, inference_report, inference_tables
+from attnbench.analysis import inference_tables
 from attnbench.errors import ConfigError
+from attnbench.inference import plan as inference
+from attnbench.report import inference_plots, inference_report
 
 TINY = REPO / "tests" / "configs" / "inference-tiny.yaml"
 FORCED = "inference/yolo12n/imgsz96/b1/off/sdpa"
@@ -108,7 +110,7 @@ def yaml_config(path: Path) -> dict:
 
 
 def test_box_matching_is_one_to_one_by_class_and_iou():
-    from attnbench.inference_agreement import match_boxes
+    from attnbench.inference.agreement import match_boxes
 
     ref = [{"xyxy": np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), "cls": np.array([0, 1])}]
     same = [{"xyxy": np.array([[20, 20, 30, 30], [0, 0, 10, 10]]), "cls": np.array([1, 0])}]

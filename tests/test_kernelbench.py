@@ -21,16 +21,11 @@ import pandas as pd
 import pytest
 import torch
 
-from attnbench import (
-    backends,
-    envinfo,
-    graph_repair,
-    host,
-    kernelbench,
-    kerneltiming,
-    parity,
-    shapes,
-)
+from attnbench import host
+from attnbench.backends import parity, shapes
+from attnbench.backends import registry as backends
+from attnbench.env import envinfo
+from attnbench.measure import graph_repair, kernelbench, kerneltiming
 
 CPU = torch.device("cpu")
 SHAPES = {
@@ -423,7 +418,7 @@ def test_root_cause_names_the_error_that_started_it():
 
 def test_progress_lines_name_shape_repetition_and_times(caplog):
     settings = {**TINY, "dtypes": ["float32"], "repetitions": 3}
-    with caplog.at_level(logging.INFO, logger="attnbench.kernelbench"):
+    with caplog.at_level(logging.INFO, logger="attnbench.measure.kernelbench"):
         kernelbench.run("sdpa_math", SHAPES, settings, CPU, matmul_peak=0.1)
     lines = caplog.messages
     progress = [m for m in lines if m.startswith("[shape ")]
@@ -471,7 +466,9 @@ def test_gpu_graph_capture_of_every_backend(name):
 UNCAPTURABLE = """
 import dataclasses, json, sys
 import torch
-from attnbench import backends, kernelbench, kerneltiming
+from attnbench.backends import registry as backends
+from attnbench.measure import kernelbench
+from attnbench.measure import kerneltiming
 
 shapes, settings = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 device = torch.device("cuda", 0)

@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 
 from attnbench import config as cfg
-from attnbench import paired_stats, timing_plan
 from attnbench.errors import ConfigError
-from attnbench.timing_plan import BARE
+from attnbench.timing import paired_stats
+from attnbench.timing import plan as timing_plan
+from attnbench.timing.plan import BARE
 
 ARMS = ["eager", "sdpa_cudnn", "flash_attn", BARE]
 

@@ -13,7 +13,8 @@ from fixtures_runs import make_study, rendered_study
 from matplotlib import font_manager
 from PIL import Image
 
-from attnbench import plot_style, plots, tables
+from attnbench.analysis import tables
+from attnbench.report import plot_style, plots
 
 NAMES = ("curves", "epoch_time", "memory", "speed_memory", "kernels", "step_breakdown")
 ANALYSIS = '{"analysis": {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.01}}'

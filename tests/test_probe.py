@@ -13,10 +13,13 @@ import pytest
 import torch
 from snakemake.iocontainers import Namedlist
 
-from attnbench import envinfo, host, kernelbench, parity
+from attnbench import host
+from attnbench.backends import parity
 from attnbench.config import canonical, keyed
+from attnbench.env import envinfo
+from attnbench.env.scriptutil import gpu_job
 from attnbench.errors import UserError
-from attnbench.scriptutil import gpu_job
+from attnbench.measure import kernelbench
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"

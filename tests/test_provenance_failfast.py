@@ -17,8 +17,9 @@ import pytest
 from fixtures_runs import FakeSnakemake, NamedList, run_script
 from training_helpers import demo_data_yaml
 
-from attnbench import backends, recorder
 from attnbench import config as cfg
+from attnbench.backends import registry as backends
+from attnbench.train import recorder
 
 REPO = Path(__file__).resolve().parents[1]
 

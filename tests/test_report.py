@@ -12,17 +12,17 @@ import pandas as pd
 import pytest
 from fixtures_runs import PLOT_NAMES, TABLE_NAMES, make_study, rendered_study
 
-from attnbench import (
+from attnbench.analysis import tables
+from attnbench.report import (
     caveats,
     clauses,
     formatting,
     narrative,
     narrative_scope,
-    report,
     sections,
     stat_views,
-    tables,
 )
+from attnbench.report import page as report
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from attnbench import schedule
+from attnbench.train import schedule
 
 BACKENDS = ["eager", "sdpa_cudnn", "flash_attn"]
 SEEDS = [0, 1, 2, 3, 4]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fixtures_runs import make_study
 
-from attnbench import tables
+from attnbench.analysis import tables
 
 ANALYSIS = json.dumps({"analysis": {"baseline": "eager", "alpha": 0.05, "tost_margin": 0.01}})
 TIME = ("step_ms_median", "gpu_ms_per_step", "epoch_loop_s", "images_per_s")

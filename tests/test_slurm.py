@@ -136,7 +136,7 @@ rule gather:
 
 TOY_SCRIPT = """\
 import json, os, socket, time
-from attnbench import gpuslots
+from attnbench.env import gpuslots
 
 with gpuslots.acquire(snakemake.resources.get("gpu", 0)) as slot:
     start = time.time()

@@ -15,7 +15,10 @@ import pytest
 import torch
 from training_helpers import cpu_train_settings, demo_data_yaml
 
-from attnbench import backends, provenance, steptime, training
+from attnbench.backends import provenance
+from attnbench.backends import registry as backends
+from attnbench.measure import steptime
+from attnbench.train import training
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

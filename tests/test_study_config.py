@@ -10,7 +10,7 @@ import yaml
 from workflow_helpers import REPO, job_stats, output_of, prepare_workdir, snakemake
 
 from attnbench import config as cfg
-from attnbench import schedule
+from attnbench.train import schedule
 
 STUDY = REPO / "docs" / "reference" / "h200" / "study"
 ACCURACY, TIMING = STUDY / "config.yaml", STUDY / "timing.yaml"

@@ -10,19 +10,16 @@ import pandas as pd
 import pytest
 
 from attnbench import config as cfg
-from attnbench import (
-    io,
-    max_batch,
-    paired_stats,
-    sweep,
-    sweep_cost,
-    sweep_plots,
-    sweep_report,
-    sweep_run,
-    sweep_tables,
-)
+from attnbench import io
+from attnbench.analysis import sweep_tables
 from attnbench.errors import ConfigError
-from attnbench.formatting import fmt_ratio
+from attnbench.report import sweep_plots, sweep_report
+from attnbench.report.formatting import fmt_ratio
+from attnbench.sweep import cost as sweep_cost
+from attnbench.sweep import max_batch
+from attnbench.sweep import plan as sweep
+from attnbench.sweep import run as sweep_run
+from attnbench.timing import paired_stats
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "reference" / "h200" / "sweep" / "config.yaml"

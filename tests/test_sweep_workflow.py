@@ -16,7 +16,9 @@ import pytest
 import yaml
 from workflow_helpers import REPO, job_stats, output_of, plan_and_run, planned_jobs, snakemake
 
-from attnbench import paired_stats, sweep, sweep_tables
+from attnbench.analysis import sweep_tables
+from attnbench.sweep import plan as sweep
+from attnbench.timing import paired_stats
 
 pytestmark = pytest.mark.slow
 
@@ -208,7 +210,7 @@ def test_max_batch_probes(run):
 
 def test_figures(run):
     plots = run[0] / "results" / "plots"
-    for key, _, _ in __import__("attnbench.sweep_report", fromlist=["PLOTS"]).PLOTS:
+    for key, _, _ in __import__("attnbench.report.sweep_report", fromlist=["PLOTS"]).PLOTS:
         assert (plots / f"{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
 
 

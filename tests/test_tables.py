@@ -12,7 +12,10 @@ import pytest
 from fixtures_runs import RESULTS_COLUMNS, make_study
 from scipy import stats as sps
 
-from attnbench import analysis_config, config, schedule, stats, tables
+from attnbench import config, stats
+from attnbench.analysis import settings as analysis_config
+from attnbench.analysis import tables
+from attnbench.train import schedule
 
 
 def _runs(values: dict[str, dict[str, list[float]]], status: dict | None = None) -> pd.DataFrame:

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 from fixtures_runs import NamedList, make_study, rendered_study, rule_jobs, run_script
 
-from attnbench import paired_stats, report, timing_plan
+from attnbench.report import page as report
+from attnbench.timing import paired_stats
+from attnbench.timing import plan as timing_plan
 
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ["eager", "sdpa_cudnn", "flash_attn", timing_plan.BARE]
@@ -110,7 +112,7 @@ def test_without_paired_timing_wall_time_is_not_resolved(study):
 
 def test_unresolved_speed_on_a_cpu_names_no_gpu_metric():
     """A CPU run's "not resolved" sentence points to the CPU op time, never to GPU time."""
-    from attnbench import timing_report
+    from attnbench.report import timing_report
 
     empty = pd.DataFrame()
     on_cpu = timing_report.unresolved_sentence(empty, empty, "eager", cpu=True)
@@ -122,7 +124,7 @@ def test_unresolved_speed_on_a_cpu_names_no_gpu_metric():
 def test_the_harness_overhead_is_stated_per_step_and_per_run():
     """Issue 22: the train jobs' own measure of the harness, ms per step and share of the
     step, and the fixed per-run seconds apart; failed runs do not count."""
-    from attnbench import timing_report
+    from attnbench.report import timing_report
 
     runs = pd.DataFrame(
         {

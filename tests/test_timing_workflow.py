@@ -12,7 +12,8 @@ import yaml
 from workflow_helpers import REPO, job_stats, output_of, prepare_workdir, snakemake
 
 from attnbench import config as cfg
-from attnbench import paired_stats, timing_plan
+from attnbench.timing import paired_stats
+from attnbench.timing import plan as timing_plan
 
 pytestmark = pytest.mark.slow
 

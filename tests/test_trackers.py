@@ -1,4 +1,4 @@
-"""attnbench.trackers: Ultralytics' TensorBoard/MLflow integrations for one run only.
+"""attnbench.train.trackers: Ultralytics' TensorBoard/MLflow integrations for one run only.
 
 Ultralytics switches its TensorBoard callbacks off whenever it thinks tests are running
 (PYTEST_CURRENT_TEST, `pytest` imported), so the runs below happen in a child process
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from attnbench import trackers
 from attnbench.errors import UserError
+from attnbench.train import trackers
 
 CHILD = textwrap.dedent(
     """
@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(
     import torch
     from ultralytics.utils import SETTINGS, TESTS_RUNNING, IterableSimpleNamespace
     from ultralytics.utils.callbacks import base
-    from attnbench import trackers
+    from attnbench.train import trackers
 
     assert not TESTS_RUNNING
     settings_file = Path(SETTINGS.file)

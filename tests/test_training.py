@@ -1,6 +1,6 @@
 """One real Ultralytics training run per CPU backend, on a tiny generated demo dataset.
 
-Goes through attnbench.training.train_one and write_outputs exactly as the train rule's
+Goes through attnbench.train.training.train_one and write_outputs exactly as the train rule's
 script does; only the sizes are small (1 epoch, 64 px) so the file runs in about a minute.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from training_helpers import cpu_train_settings, demo_data_yaml
 
-from attnbench import training
+from attnbench.train import training
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -84,7 +84,7 @@ def runs(data_yaml, train_settings, tmp_path_factory) -> dict[str, tuple[dict, P
 def test_training_restores_the_stock_attention(data_yaml, train_settings, tmp_path):
     from ultralytics.nn.modules.block import AAttn
 
-    from attnbench import patch
+    from attnbench.backends import patch
 
     stock = AAttn.forward
     assert stock is not patch._aattn_forward

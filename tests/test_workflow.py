@@ -24,7 +24,7 @@ from workflow_helpers import (
     without_file_lists,
 )
 
-from attnbench import schedule
+from attnbench.train import schedule
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import config as cfg
-from attnbench.datasets import demo, validate
+from attnbench.data import demo, validate
 
 REPO = Path(__file__).resolve().parents[1]
 

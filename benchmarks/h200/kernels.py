@@ -1,6 +1,6 @@
 """The kernel benchmark at YOLO12n's training shapes on a GPU host, outside Snakemake.
 
-Runs attnbench.kernelbench.run (what rule kernel_bench runs) for each backend with the
+Runs attnbench.measure.kernelbench.run (what rule kernel_bench runs) for each backend with the
 config's kernels settings (fp16 only: the dtype training sees under AMP) and writes all
 rows to OUT/kernels.csv.
 
@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from attnbench import config as cfg  # noqa: E402
-from attnbench import host, kernelbench  # noqa: E402
-from attnbench.shapes import attention_shapes  # noqa: E402
+from attnbench import host  # noqa: E402
+from attnbench.backends.shapes import attention_shapes  # noqa: E402
+from attnbench.measure import kernelbench  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -16,5 +16,5 @@ export PYTHONPATH=/tmp/site:$PWD
 } 2>&1 | tee "$OUTDIR/environment.txt"
 # The seeded crop-or-weed subset (benchmarks/subset_dataset.py --train 256 --valid 32).
 validate_subset() {
-  python3 -c 'from attnbench.datasets import validate; validate.summarize(".gpu/data/crop-or-weed", "results/data/crop-or-weed", name="crop-or-weed", source="local")'
+  python3 -c 'from attnbench.data import validate; validate.summarize(".gpu/data/crop-or-weed", "results/data/crop-or-weed", name="crop-or-weed", source="local")'
 }

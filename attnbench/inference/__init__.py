@@ -1,0 +1,1 @@
+"""The inference benchmark: its plan, model, timed runs and agreement (rules/inference.smk)."""
