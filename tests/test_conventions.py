@@ -1,8 +1,11 @@
-"""Snakemake conventions every rule keeps (STYLE.md): a log and a benchmark per rule."""
+"""Conventions the workflow keeps (STYLE.md): a log and a benchmark per rule, and a
+package whose imports only go down its stages (tools/import_graph.py)."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,51 @@ def test_readme_leads_with_the_conda_commands() -> None:
     assert "snakemake report --report report.html" in second
     assert "bash tests/run.sh" in text[: text.index("## What the workflow does")]
     assert "could not be solved here" in text and "CONDA_OVERRIDE_CUDA=13.0" in text
+
+
+def _import_graph():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import import_graph
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    return import_graph
+
+
+def test_imports_only_go_down() -> None:
+    """No circle of modules or stages, a small bottom floor, no import of a later stage."""
+    graph = _import_graph()
+    known = graph.modules()
+    edges = graph.graph(known)
+    assert graph.circles(edges) == []
+    assert graph.circles(graph.package_edges(edges, known)) == []
+    assert len(graph.top_level(known)) <= 12, graph.top_level(known)
+    assert graph.upward(edges, known) == []
+    # Every stage package has a floor: a new one must be placed in FLOORS.
+    stages = {graph.stage(m, known) for m in known}
+    assert stages <= set(graph.FLOOR), stages - set(graph.FLOOR)
+
+
+def test_import_graph_tool_reports_and_passes() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "import_graph.py")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(
+        r"^circles: none; upward imports: none; top-level modules: \d+ ", done.stdout, re.M
+    )
+
+
+def test_import_graph_finds_circles_and_upward_imports() -> None:
+    """The checks themselves: a circle and an import of a later stage are both caught."""
+    graph = _import_graph()
+    assert graph.circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    known = graph.modules()
+    edges = {m: set(t) for m, t in graph.graph(known).items()}
+    edges["attnbench.host"].add("attnbench.train.schedule")
+    edges["attnbench.backends.patch"].add("attnbench.report.page")
+    assert graph.upward(edges, known) == [
+        "attnbench.backends.patch -> attnbench.report.page (backends is below report)",
+        "attnbench.host -> attnbench.train.schedule (bottom is below train)",
+    ]
