@@ -102,3 +102,15 @@ def test_import_graph_finds_circles_and_upward_imports() -> None:
         "attnbench.backends.patch -> attnbench.report.page (backends is below report)",
         "attnbench.host -> attnbench.train.schedule (bottom is below train)",
     ]
+
+
+def test_design_draws_the_stage_imports() -> None:
+    """docs/DESIGN.md's picture of the stage imports is the one the code has."""
+    graph = _import_graph()
+    known = graph.modules()
+    drawn = (ROOT / "docs" / "DESIGN.md").read_text()
+    marker = "<!-- import graph: python tools/import_graph.py --mermaid -->\n```mermaid\n"
+    assert marker in drawn
+    block = drawn.split(marker, 1)[1].split("```", 1)[0]
+    expected = graph.mermaid(graph.package_edges(graph.graph(known), known))
+    assert block.strip() == expected.strip()

@@ -176,11 +176,17 @@ def top_level(known: Mapping[str, Path]) -> list[str]:
     return sorted(m for m, p in known.items() if p.parent == ROOT / PACKAGE)
 
 
+def _floor_order(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=lambda s: (FLOOR.get(s, len(FLOORS)), s))
+
+
 def mermaid(packages: Mapping[str, set[str]]) -> str:
-    """The package graph as a flowchart, each arrow from a stage to one that imports it."""
-    lines = ["flowchart BT"]
-    for here in sorted(packages, key=lambda s: (FLOOR.get(s, 99), s)):
-        for there in sorted(packages[here], key=lambda s: (FLOOR.get(s, 99), s)):
+    """The stage graph as a flowchart, each arrow from a stage to one that imports it; the
+    bottom floor's arrows are left out (every stage imports it)."""
+    lines = ["flowchart BT", "    %% every stage also imports the bottom floor (top-level modules)"]
+    lines += [f"    {name}" for name in _floor_order(packages) if FLOOR.get(name) != 0]
+    for here in _floor_order(packages):
+        for there in _floor_order(packages[here] - {BOTTOM}):
             lines.append(f"    {there} --> {here}")
     return "\n".join(lines)
 
@@ -200,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     tops = top_level(known)
 
     if args.packages:
-        for here in sorted(packages, key=lambda s: (FLOOR.get(s, 99), s)):
-            names = sorted(packages[here], key=lambda s: (FLOOR.get(s, 99), s))
+        for here in _floor_order(packages):
+            names = _floor_order(packages[here])
             print(f"{here} (floor {FLOOR.get(here, '?')}) imports: {', '.join(names) or '-'}")
     if args.mermaid:
         print(mermaid(packages))
