@@ -1,6 +1,6 @@
 """What the H100 study's epoch-loop timing could resolve, from its own runs.csv.
 
-    python benchmarks/h100/reanalysis.py [docs/reference/h100/tables/runs.csv]
+    python benchmarks/h100_reanalysis.py [docs/reference/h100/tables/runs.csv]
 
 Prints the three figures docs/reference/h100/README.md quotes: the within-backend
 coefficient of variation of `epoch_loop_s` (pooled), the Spearman correlation of time
@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(path: Path) -> int:
