@@ -10,7 +10,7 @@ study's n per arm detects at 80% power (alpha 0.05), relative to eager's mean.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -38,5 +38,9 @@ def main(path: Path) -> int:
 
 
 if __name__ == "__main__":
-    default = REPO / "docs" / "reference" / "h100" / "tables" / "runs.csv"
-    raise SystemExit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else default))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "runs", type=Path, nargs="?", help="runs.csv (default: docs/reference/h100/tables/runs.csv)",
+        default=REPO / "docs" / "reference" / "h100" / "tables" / "runs.csv",
+    )  # fmt: skip
+    raise SystemExit(main(parser.parse_args().runs))

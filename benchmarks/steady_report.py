@@ -8,6 +8,7 @@ run folder (run-a, run-b), never typed by hand.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -110,4 +111,8 @@ def main(root: Path) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "root", type=Path, help="folder of run-* folders (docs/reference/h200/steady)"
+    )
+    raise SystemExit(main(parser.parse_args().root))
