@@ -59,8 +59,8 @@ def test_readme_leads_with_the_conda_commands() -> None:
 # (Written so that this file does not match itself.)
 REGISTRY_HOSTS = re.compile(
     r"pypi\.org|python[h]osted|download\.pytorch\.org|anaconda\.org|conda\.anaconda"
-    r"|repo\.anaconda|conda-forge\.org|github\.com/.*/releases/download|index[-]url"
-    r"|extra[-]index[-]url|find[-]links http",
+    r"|repo\.anaconda|conda-forge\.org|github\.com/.*/releases/download"
+    r"|index[-]url[ =]+['\"]?https?://|find[-]links[ =]+['\"]?https?://",
     re.I,
 )
 
