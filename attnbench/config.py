@@ -307,7 +307,7 @@ def missing_conda(
     mamba = " (mamba is, but Snakemake 9 calls conda itself)" if which("mamba") else ""
     return (
         f"--use-conda (--sdm conda) needs the `conda` command, which is not on PATH{mamba}: "
-        "install Miniforge (https://conda-forge.org/download/) and run "
+        "install Miniforge (conda-forge's installer) and run "
         "`snakemake --cores 1 --use-conda` again, or run without conda: "
         f"`{PIP_ALTERNATIVE}`"
     )

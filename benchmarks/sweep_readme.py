@@ -23,30 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from attnbench.report.formatting import fixed, markdown_table  # noqa: E402
 from attnbench.io import read_csv, write_text  # noqa: E402
 
 FILES = ("sweep_paired.csv", "sweep_summary.csv")
 OPTIONAL = ("sweep_max_batch.csv",)
 
 
-def _f(value: Any, fmt: str = ".4f", missing: str = "–") -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return missing
-    return format(number, fmt) if math.isfinite(number) else missing
-
-
 def _text(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
 
 
 def paired_table(paired) -> list[str]:
@@ -57,16 +42,16 @@ def paired_table(paired) -> list[str]:
     rows = []
     for _, r in paired.iterrows():
         ok = str(r["status"]) == "ok"
-        ci = f"{_f(r['ratio_ci_low'])} – {_f(r['ratio_ci_high'])}" if ok else "–"
-        cv = _f(100 * float(r["block_cv"]), ".2f") if _f(r["block_cv"]) != "–" else "–"
+        ci = f"{fixed(r['ratio_ci_low'])} – {fixed(r['ratio_ci_high'])}" if ok else "–"
+        cv = fixed(100 * float(r["block_cv"]), ".2f") if fixed(r["block_cv"]) != "–" else "–"
         resolved = ("yes" if str(r["resolved"]).lower() == "true" else "no") if ok else "n/a"
         rows.append([
             str(r["model_name"]), str(r["imgsz"]), str(r["batch"]), str(r["compile"]),
-            str(r["arm"]), str(r["baseline"]), str(r["status"]), _f(r["ratio"]), ci,
-            _f(r["halfwidth_pct"], ".2f"), resolved, _f(r["blocks"], ".0f"), cv,
-            _f(r["ms_per_step"], ".2f"), _f(r["baseline_ms_per_step"], ".2f"), _text(r["reason"]),
+            str(r["arm"]), str(r["baseline"]), str(r["status"]), fixed(r["ratio"]), ci,
+            fixed(r["halfwidth_pct"], ".2f"), resolved, fixed(r["blocks"], ".0f"), cv,
+            fixed(r["ms_per_step"], ".2f"), fixed(r["baseline_ms_per_step"], ".2f"), _text(r["reason"]),
         ])  # fmt: skip
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def gpu_table(summary) -> list[str]:
@@ -78,12 +63,12 @@ def gpu_table(summary) -> list[str]:
     for _, r in summary.iterrows():
         rows.append([
             str(r["model_name"]), str(r["imgsz"]), str(r["batch"]), str(r["compile"]),
-            str(r["backend"]), str(r["status"]), _f(r["gpu_ms"], ".2f"), _f(r["gpu_speedup"], ".3f"),
-            _f(r["attention_share_of_gpu"], ".3f"), _f(r["gpu_busy_fraction"], ".3f"),
-            _f(r["peak_alloc_mb"], ".0f"), _f(r["memory_saving_pct"], ".1f"),
+            str(r["backend"]), str(r["status"]), fixed(r["gpu_ms"], ".2f"), fixed(r["gpu_speedup"], ".3f"),
+            fixed(r["attention_share_of_gpu"], ".3f"), fixed(r["gpu_busy_fraction"], ".3f"),
+            fixed(r["peak_alloc_mb"], ".0f"), fixed(r["memory_saving_pct"], ".1f"),
             "yes" if str(r["fastest"]).lower() == "true" else "",
         ])  # fmt: skip
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def max_batch_table(frame) -> list[str]:
@@ -91,11 +76,11 @@ def max_batch_table(frame) -> list[str]:
               "ratio to baseline"]  # fmt: skip
     rows = [
         [str(r["model_name"]), str(r["imgsz"]), str(r["backend"]), str(r["status"]),
-         _f(r["max_batch"], ".0f"), _f(r["first_oom"], ".0f"), _text(r["limited_by"]),
-         _f(r["max_batch_ratio"], ".2f")]
+         fixed(r["max_batch"], ".0f"), fixed(r["first_oom"], ".0f"), _text(r["limited_by"]),
+         fixed(r["max_batch_ratio"], ".2f")]
         for _, r in frame.iterrows()
     ]  # fmt: skip
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def render(folder: Path) -> str:
@@ -103,7 +88,7 @@ def render(folder: Path) -> str:
     summary = read_csv(folder / "sweep_summary.csv")
     timed = paired[paired["status"] != "skipped"] if len(paired) else paired
     devices = sorted({str(d) for d in timed.get("device_name", []) if _text(d)})
-    steps = sorted({_f(s, ".0f") for s in timed.get("steps_per_block", []) if _f(s) != "–"})
+    steps = sorted({fixed(s, ".0f") for s in timed.get("steps_per_block", []) if fixed(s) != "–"})
     lines = [
         "# Sweep results",
         "",

@@ -25,27 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from attnbench.report.formatting import fixed, markdown_table  # noqa: E402
 from attnbench.io import read_csv, write_text  # noqa: E402
 
 FILES = ("blocks.csv", "summary.csv", "timing.json")
 OVERHEAD = "train job vs bare"
 MAX_OVERHEAD_PCT = 3.0  # issue 22: the harness overhead point estimate is at most 3%
-
-
-def _f(value: Any, fmt: str = ".4f", missing: str = "–") -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return missing
-    return format(number, fmt) if math.isfinite(number) else missing
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
 
 
 def summary_table(summary) -> list[str]:
@@ -54,17 +39,17 @@ def summary_table(summary) -> list[str]:
               "status"]  # fmt: skip
     rows = []
     for _, r in summary.iterrows():
-        ci = f"{_f(r['ratio_ci_low'])} – {_f(r['ratio_ci_high'])}"
+        ci = f"{fixed(r['ratio_ci_low'])} – {fixed(r['ratio_ci_high'])}"
         met = "n/a" if str(r["status"]) != "ok" else ("yes" if r["resolved"] else "no")
         rows.append([
-            str(r["arm"]), str(r["baseline"]), str(r["comparison"]), _f(r["ratio"]), ci,
-            _f(r["halfwidth_pct"], ".2f"), met, _f(r["mde_pct"], ".2f"),
-            _f(r["blocks"], ".0f"), _f(100 * float(r["block_cv"]), ".2f")
-            if _f(r["block_cv"]) != "–" else "–",
-            _f(r["ms_per_step"], ".2f"), _f(r["baseline_ms_per_step"], ".2f"),
+            str(r["arm"]), str(r["baseline"]), str(r["comparison"]), fixed(r["ratio"]), ci,
+            fixed(r["halfwidth_pct"], ".2f"), met, fixed(r["mde_pct"], ".2f"),
+            fixed(r["blocks"], ".0f"), fixed(100 * float(r["block_cv"]), ".2f")
+            if fixed(r["block_cv"]) != "–" else "–",
+            fixed(r["ms_per_step"], ".2f"), fixed(r["baseline_ms_per_step"], ".2f"),
             str(r["status"]) + (f" ({r['reason']})" if str(r["status"]) != "ok" else ""),
         ])  # fmt: skip
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def arm_table(info: dict[str, Any], blocks) -> list[str]:
@@ -83,11 +68,11 @@ def arm_table(info: dict[str, Any], blocks) -> list[str]:
         )  # fmt: skip
         rows.append([
             name, str(arm["status"]), str(arm.get("dispatched") or "–"), str(len(mine)),
-            _f(ms.mean(), ".2f"), _f(ms.median(), ".2f"), _f(cv, ".2f"), opt_text,
-            _f(arm.get("peak_alloc_mb"), ".0f"), _f(arm.get("harness_overhead_ms_per_step"), ".3f"),
-            _f(arm.get("harness_dispatch_ms_per_step"), ".3f"),
+            fixed(ms.mean(), ".2f"), fixed(ms.median(), ".2f"), fixed(cv, ".2f"), opt_text,
+            fixed(arm.get("peak_alloc_mb"), ".0f"), fixed(arm.get("harness_overhead_ms_per_step"), ".3f"),
+            fixed(arm.get("harness_dispatch_ms_per_step"), ".3f"),
         ])  # fmt: skip
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def targets(summary, info: dict[str, Any]) -> list[str]:
@@ -111,7 +96,9 @@ def targets(summary, info: dict[str, Any]) -> list[str]:
             continue
         hw = float(r["halfwidth_pct"])
         verdict = "met" if math.isfinite(hw) and hw <= target else "**not met**"
-        lines.append(f"- 95% half-width ≤ {target:g}% for {label}: ±{_f(hw, '.2f')}%, {verdict}.")
+        lines.append(
+            f"- 95% half-width ≤ {target:g}% for {label}: ±{fixed(hw, '.2f')}%, {verdict}."
+        )
     over = row(OVERHEAD)
     if over is not None and str(over["status"]) == "ok":
         pct = 100 * (float(over["ratio"]) - 1)
@@ -141,8 +128,8 @@ def render(folder: Path) -> str:
         "`timing.json` beside it (rule `paired_timing`, `config.yaml` here); no number is typed.",
         "",
         f"Device: {info.get('device_name')} ({info.get('device')}); {versions}. "
-        f"Started {info.get('started')}, {_f(info.get('wall_s'), '.0f')} s in all "
-        f"({_f(info.get('setup_s'), '.0f')} s set-up, {_f(timing.get('schedule_s'), '.0f')} s of "
+        f"Started {info.get('started')}, {fixed(info.get('wall_s'), '.0f')} s in all "
+        f"({fixed(info.get('setup_s'), '.0f')} s set-up, {fixed(timing.get('schedule_s'), '.0f')} s of "
         "blocks). Clock: " + str(info.get("clock")) + ".",
         "",
         f"Arms {', '.join(s['arms'])} in one process, each from the same initial weights and fed "

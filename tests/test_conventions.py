@@ -114,3 +114,51 @@ def test_design_draws_the_stage_imports() -> None:
     block = drawn.split(marker, 1)[1].split("```", 1)[0]
     expected = graph.mermaid(graph.package_edges(graph.graph(known), known))
     assert block.strip() == expected.strip()
+
+
+# Issue 26: benchmarks/ holds measurement programs only (the GPU-host harness is
+# tools/gpu-host/), and nothing in the repository names a package registry's or download
+# host: packages are fetched by name.
+# (Written so that this file does not match itself.)
+REGISTRY_HOSTS = re.compile(
+    r"pypi\.org|python[h]osted|download\.pytorch\.org|anaconda\.org|conda\.anaconda"
+    r"|repo\.anaconda|conda-forge\.org|github\.com/.*/releases/download"
+    r"|index[-]url[ =]+['\"]?https?://|find[-]links[ =]+['\"]?https?://",
+    re.I,
+)
+
+
+def _tracked_text_files() -> list[Path]:
+    import subprocess
+
+    names = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    files = []
+    for name in names:
+        path = ROOT / name
+        if not name or name.endswith(".tar.gz") or not path.is_file():
+            continue
+        if b"\0" in path.read_bytes()[:8192]:  # binary
+            continue
+        files.append(path)
+    return files
+
+
+def test_benchmarks_holds_no_shell_script() -> None:
+    scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").rglob("*.sh"))
+    assert not scripts, f"GPU-host shell scripts belong in tools/gpu-host/: {scripts}"
+
+
+def test_no_tracked_file_names_a_package_registry_host() -> None:
+    files = _tracked_text_files()
+    assert any(p.name == "README.md" for p in files)
+    hits = []
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            if REGISTRY_HOSTS.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:120]}")
+    assert not hits, "fetch by package name, not from a host:\n" + "\n".join(hits)

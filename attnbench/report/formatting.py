@@ -160,3 +160,21 @@ def text_table(
         for _, row in frame.iterrows()
     ]
     return TextTable(columns=[str(c) for c in shown], rows=rows, empty=False)
+
+
+def fixed(value: Any, fmt: str = ".4f", missing: str = "–") -> str:
+    """`value` in format `fmt` ('.2f'), or `missing` when it is not a finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return missing
+    return format(number, fmt) if math.isfinite(number) else missing
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A GitHub-flavoured Markdown table, one line per element (header, rule, rows)."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]

@@ -15,6 +15,9 @@
 #      incomplete and reruns next time: rerun-incomplete in profiles/default);
 #   5. with --gpu-tests, once the DAG finished, `pytest -m gpu` into $OUT/gpu_tests.log;
 #   6. pack results (no weights, no images) into $OUT/NAME.tar.gz: carry it back next time.
+# Environment: GPU_SLOTS (default 2) is --resources gpu_slots (train.jobs_per_gpu jobs share
+# a GPU); GPU_DATA (default .gpu/data) is the folder of carried datasets, as the config's
+# dataset.local names it (the H200 study's configs use .gpu/study-data).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -40,7 +43,7 @@ fi
 export PYTHONPATH=/tmp/site:$REPO PATH=/tmp/site/bin:$PATH
 
 # 2. The machine.
-DATA=$REPO/.gpu/data
+DATA=$REPO/${GPU_DATA:-.gpu/data}
 {
   date -u +"%Y-%m-%dT%H:%M:%SZ"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -80,7 +83,7 @@ done
 
 # 4. Snakemake, stopped at the deadline.
 echo "targets: ${TARGETS[*]}"
-python3 -m snakemake "${TARGETS[@]}" --cores all --resources gpu=1 gpu_slots=2 \
+python3 -m snakemake "${TARGETS[@]}" --cores all --resources gpu=1 gpu_slots="${GPU_SLOTS:-2}" \
   --scheduler greedy --keep-going --configfile "$CONFIG" >"$OUTDIR/snakemake.log" 2>&1 &
 SMK=$!
 while kill -0 "$SMK" 2>/dev/null; do

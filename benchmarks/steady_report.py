@@ -1,6 +1,6 @@
 """Render the tables of docs/reference/h200/steady/README.md from the runs' own files.
 
-    python benchmarks/h200/steady_report.py docs/reference/h200/steady > /tmp/tables.md
+    python benchmarks/steady_report.py docs/reference/h200/steady > /tmp/tables.md
 
 Every number in the README's tables comes from here: runs.csv and kernels.csv of each
 run folder (run-a, run-b), never typed by hand.
@@ -8,13 +8,14 @@ run folder (run-a, run-b), never typed by hand.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from attnbench import stats  # noqa: E402
@@ -110,4 +111,8 @@ def main(root: Path) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "root", type=Path, help="folder of run-* folders (docs/reference/h200/steady)"
+    )
+    raise SystemExit(main(parser.parse_args().root))

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # On a host with N GPUs: run the scaling study with --resources gpu=1 and gpu=N
 # (each in its own folder), then the reference study with gpu=N. Wall times go
-# to results/walltimes.tsv. Run in the background by session.sh-like callers.
+# to results/walltimes.tsv. This made docs/reference/h100 (and docs/SCALING.md's
+# figures) at commit 44e09bc, as benchmarks/h100/multi_gpu.sh, started in the background
+# by benchmarks/h100/session.sh (`git show 44e09bc:benchmarks/h100/session.sh`); it runs
+# longer than one device call, so start it in the background on a warm machine:
+#   setsid nohup bash tools/gpu-host/multi_gpu.sh > results/session.log 2>&1 < /dev/null &
+# Carried: .gpu/whl and .gpu/wheels (installed into /tmp/site as tools/gpu-host/dag.sh
+# does) and .data/crop-or-weed (docs/reference/h100/*.yaml's dataset.local).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PYTHONPATH=/tmp/site:$PWD
+if ! PYTHONPATH=/tmp/site python3 -c "import snakemake, ultralytics, flash_attn, polars" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .gpu/whl/*.whl .gpu/wheels/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 root=$PWD
 n=$(nvidia-smi -L | wc -l)
 sm() { python3 -m snakemake --snakefile "$root/Snakefile" --cores all --scheduler greedy --keep-going "$@"; }

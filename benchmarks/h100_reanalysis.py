@@ -1,6 +1,6 @@
 """What the H100 study's epoch-loop timing could resolve, from its own runs.csv.
 
-    python benchmarks/h100/reanalysis.py [docs/reference/h100/tables/runs.csv]
+    python benchmarks/h100_reanalysis.py [docs/reference/h100/tables/runs.csv]
 
 Prints the three figures docs/reference/h100/README.md quotes: the within-backend
 coefficient of variation of `epoch_loop_s` (pooled), the Spearman correlation of time
@@ -10,14 +10,14 @@ study's n per arm detects at 80% power (alpha 0.05), relative to eager's mean.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(path: Path) -> int:
@@ -38,5 +38,9 @@ def main(path: Path) -> int:
 
 
 if __name__ == "__main__":
-    default = REPO / "docs" / "reference" / "h100" / "tables" / "runs.csv"
-    raise SystemExit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else default))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "runs", type=Path, nargs="?", help="runs.csv (default: docs/reference/h100/tables/runs.csv)",
+        default=REPO / "docs" / "reference" / "h100" / "tables" / "runs.csv",
+    )  # fmt: skip
+    raise SystemExit(main(parser.parse_args().runs))
