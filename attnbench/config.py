@@ -23,6 +23,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
+from attnbench import backend_records
 from attnbench.errors import ConfigError
 
 SCHEMA_FILE = "config.schema.yaml"
@@ -34,9 +35,27 @@ ROBOFLOW_KEY_MISSING = (
 )
 
 
+# A schema node `x-enum: backends` takes every backend record's name as its `enum`: the
+# schema never spells the backends, so adding one is its record (attnbench.backend_records).
+NAMED_ENUMS: dict[str, Callable[[], Iterable[str]]] = {"backends": backend_records.names}
+
+
+def _fill_enums(node: Any) -> Any:
+    if isinstance(node, dict):
+        named = node.pop("x-enum", None)
+        for value in node.values():
+            _fill_enums(value)
+        if named is not None:
+            node["enum"] = list(NAMED_ENUMS[named]())
+    elif isinstance(node, list):
+        for value in node:
+            _fill_enums(value)
+    return node
+
+
 def load_schema() -> dict[str, Any]:
     text = resources.files("attnbench.schemas").joinpath(SCHEMA_FILE).read_text()
-    return yaml.safe_load(text)
+    return _fill_enums(yaml.safe_load(text))
 
 
 def _extend_with_defaults(validator_class):

@@ -22,7 +22,7 @@ rule attention_shapes:
 rule parity:
     input:
         shapes="results/attention/shapes.json",
-        flash_attn=flash_attn_env,
+        flash_attn=backend_flash("backend"),
     output:
         "results/parity/{backend}.csv",
     log:
@@ -30,7 +30,7 @@ rule parity:
     benchmark:
         "results/benchmarks/parity/{backend}.tsv"
     conda:
-        backend_conda_env
+        backend_env("backend")
     resources:
         gpu=GPU_JOBS,
     params:
@@ -43,7 +43,7 @@ rule parity:
 rule kernel_bench:
     input:
         shapes="results/attention/shapes.json",
-        flash_attn=flash_attn_env,
+        flash_attn=backend_flash("backend"),
     output:
         "results/kernels/{backend}.csv",
     log:
@@ -51,7 +51,7 @@ rule kernel_bench:
     benchmark:
         "results/benchmarks/kernels/{backend}.tsv"
     conda:
-        backend_conda_env
+        backend_env("backend")
     resources:
         gpu=GPU_JOBS,
     params:

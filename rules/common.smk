@@ -4,7 +4,7 @@
 import sys
 from pathlib import Path
 
-from attnbench.backends import backendinfo
+from attnbench import backend_records
 from attnbench.train import schedule
 from attnbench import config as cfg
 from attnbench.errors import ConfigError
@@ -92,9 +92,21 @@ def validation_flags():
     return {k: True for k in ("allow_background_only",) if data[k]}
 
 
-def flash_attn_env(wildcards):
-    """The flash-attn build status, for backends whose jobs use the built wheel."""
-    return backendinfo.flash_attn_input(schedule.kernel_of(wildcards.backend))
+
+def backend_env(wildcard=None, backends=()):
+    """A rule's `conda:` env file: that of the backend its `wildcard` names (a replica
+    arm: its kernel's), or that of one job that runs every backend of `backends`."""
+    if wildcard is None:
+        return backend_records.conda_env_file(*backends)
+    return lambda wc: backend_records.conda_env_file(schedule.kernel_of(getattr(wc, wildcard)))
+
+
+def backend_flash(wildcard=None, backends=()):
+    """A rule's flash-attn input: the build status when the backend its `wildcard` names,
+    or one of `backends`, runs on the built wheel; else no input."""
+    if wildcard is None:
+        return backend_records.flash_attn_input(*backends)
+    return lambda wc: backend_records.flash_attn_input(schedule.kernel_of(getattr(wc, wildcard)))
 
 
 def train_runs(filename):
@@ -109,10 +121,6 @@ def train_runs(filename):
 def per_backend(pattern):
     return expand(pattern, backend=BACKENDS)
 
-
-def backend_conda_env(wildcards):
-    """The conda env a backend's jobs run in (flash_attn's ships conda-forge's flash-attn)."""
-    return backendinfo.conda_env_file(schedule.kernel_of(wildcards.backend))
 
 
 def train_priority(wildcards):

@@ -9,7 +9,7 @@ include: "inference_common.smk"
 
 rule infer_bench:
     input:
-        flash_attn=infer_backend_flash,
+        flash_attn=backend_flash("ibackend"),
         trained=infer_trained,
     output:
         "results/inference/{imodel}/imgsz{iimgsz}/b{ibatch}/{icompile}/{ibackend}.json",
@@ -19,7 +19,7 @@ rule infer_bench:
         "results/benchmarks/inference/{imodel}/imgsz{iimgsz}/b{ibatch}/{icompile}/{ibackend}.tsv"
     priority: infer_priority
     conda:
-        infer_backend_env
+        backend_env("ibackend")
     resources:
         gpu=GPU_JOBS,
     params:
@@ -34,7 +34,7 @@ rule infer_agreement:
     input:
         data_yaml=f"{DATA_DIR}/data.yaml",
         summary=f"{DATA_DIR}/summary.json",
-        flash_attn=infer_flash_attn,
+        flash_attn=backend_flash(backends=INFER.backends),
         trained=infer_trained,
     output:
         "results/inference/agreement/{imodel}.json",
@@ -43,7 +43,7 @@ rule infer_agreement:
     benchmark:
         "results/benchmarks/inference/agreement/{imodel}.tsv"
     conda:
-        infer_conda_env
+        backend_env(backends=INFER.backends)
     resources:
         gpu=GPU_JOBS,
     params:

@@ -3,7 +3,6 @@
 
 import sys
 
-from attnbench.backends import backendinfo
 from attnbench.inference import plan as infer_plan
 from attnbench.sweep import plan as sweep_plan
 from attnbench.errors import ConfigError
@@ -18,7 +17,6 @@ INFER_SETTINGS = {
     k: config["inference"][k]
     for k in ("dtype", "warmup", "iterations", "profile_iters")
 }
-INFER_FLASH = any(backendinfo.INFO[b].flash_build for b in INFER.backends)
 
 
 wildcard_constraints:
@@ -79,20 +77,8 @@ def infer_agreement_weights(wildcards):
     return cfg.canonical(infer_weights(INFER.model_of(wildcards.imodel)))
 
 
-def infer_backend_flash(wildcards):
-    return backendinfo.flash_attn_input(wildcards.ibackend)
 
 
-def infer_backend_env(wildcards):
-    return backendinfo.conda_env_file(wildcards.ibackend)
-
-
-def infer_flash_attn(wildcards):
-    return backendinfo.FLASH_ATTN_STATUS if INFER_FLASH else []
-
-
-def infer_conda_env(wildcards):
-    return f"../envs/{'flash-attn' if INFER_FLASH else 'torch'}.yaml"
 
 
 def infer_results():

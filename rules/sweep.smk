@@ -26,7 +26,7 @@ rule sweep_shapes:
 rule sweep_parity:
     input:
         shapes=SWEEP_SHAPES,
-        flash_attn=sweep_backend_flash,
+        flash_attn=backend_flash("sbackend"),
     output:
         "results/sweep/parity/{sbackend}.csv",
     log:
@@ -34,7 +34,7 @@ rule sweep_parity:
     benchmark:
         "results/benchmarks/sweep/parity/{sbackend}.tsv"
     conda:
-        sweep_backend_env
+        backend_env("sbackend")
     resources:
         gpu=GPU_JOBS,
     params:
@@ -52,7 +52,7 @@ rule sweep_parity:
 rule sweep_kernel_bench:
     input:
         shapes=SWEEP_SHAPES,
-        flash_attn=sweep_backend_flash,
+        flash_attn=backend_flash("sbackend"),
     output:
         "results/sweep/kernels/{sbackend}.csv",
     log:
@@ -60,7 +60,7 @@ rule sweep_kernel_bench:
     benchmark:
         "results/benchmarks/sweep/kernels/{sbackend}.tsv"
     conda:
-        sweep_backend_env
+        backend_env("sbackend")
     resources:
         gpu=GPU_JOBS,
     params:
@@ -83,7 +83,7 @@ rule sweep_point:
     input:
         data_yaml=f"{DATA_DIR}/data.yaml",
         summary=f"{DATA_DIR}/summary.json",
-        flash_attn=sweep_flash_attn,
+        flash_attn=backend_flash(backends=SWEEP.backends),
     output:
         metrics=sweep_group_outputs(),
     log:
@@ -92,7 +92,8 @@ rule sweep_point:
         "results/benchmarks/sweep/{model}/imgsz{imgsz}/b{batch}/{compile}.tsv"
     priority: sweep_priority
     conda:
-        sweep_conda_env
+        # The sweep's jobs mix backends: one env that holds them all.
+        backend_env(backends=SWEEP.backends)
     threads: TRAIN["workers"] + 1
     resources:
         gpu=GPU_JOBS,
@@ -113,7 +114,7 @@ rule sweep_paired:
     input:
         data_yaml=f"{DATA_DIR}/data.yaml",
         summary=f"{DATA_DIR}/summary.json",
-        flash_attn=sweep_flash_attn,
+        flash_attn=backend_flash(backends=SWEEP.backends),
     output:
         blocks=f"{sweep_plan.PAIRED_ROOT}/{{model}}/imgsz{{imgsz}}/b{{batch}}/blocks.csv",
         summary=f"{sweep_plan.PAIRED_ROOT}/{{model}}/imgsz{{imgsz}}/b{{batch}}/summary.csv",
@@ -124,7 +125,7 @@ rule sweep_paired:
         "results/benchmarks/sweep/paired/{model}/imgsz{imgsz}/b{batch}.tsv"
     priority: sweep_paired_priority
     conda:
-        sweep_conda_env
+        backend_env(backends=SWEEP.backends)
     threads: TRAIN["workers"] + 1
     resources:
         gpu=GPU_JOBS,
@@ -143,7 +144,7 @@ rule sweep_max_batch:
     input:
         data_yaml=f"{DATA_DIR}/data.yaml",
         summary=f"{DATA_DIR}/summary.json",
-        flash_attn=sweep_flash_attn,
+        flash_attn=backend_flash(backends=SWEEP.backends),
     output:
         sweep_max_batch_outputs(),
     log:
@@ -151,7 +152,7 @@ rule sweep_max_batch:
     benchmark:
         "results/benchmarks/sweep/max_batch/{model}/imgsz{imgsz}.tsv"
     conda:
-        sweep_conda_env
+        backend_env(backends=SWEEP.backends)
     resources:
         gpu=GPU_JOBS,
     params:

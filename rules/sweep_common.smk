@@ -2,7 +2,6 @@
 
 import sys
 
-from attnbench.backends import backendinfo
 from attnbench.sweep import plan as sweep_plan
 from attnbench import section_files
 from attnbench.timing import plan as timing_plan
@@ -33,8 +32,6 @@ SWEEP_TABLES = [
 SWEEP_PLOTS = [
     f"results/plots/{key}.png" for key, _, _ in section_files.section_figures("sweep")
 ]
-# The sweep's jobs mix backends: flash_attn's env (a superset of torch's) when one needs it.
-SWEEP_FLASH = any(backendinfo.INFO[b].flash_build for b in SWEEP.backends)
 SWEEP_SETTINGS = {
     k: config["sweep"][k]
     for k in ("steps", "warmup_iters", "profile_iters", "deterministic")
@@ -137,20 +134,8 @@ def sweep_shape_param(wildcards):
     )
 
 
-def sweep_flash_attn(wildcards):
-    return backendinfo.FLASH_ATTN_STATUS if SWEEP_FLASH else []
 
 
-def sweep_backend_flash(wildcards):
-    return backendinfo.flash_attn_input(wildcards.sbackend)
-
-
-def sweep_backend_env(wildcards):
-    return backendinfo.conda_env_file(wildcards.sbackend)
-
-
-def sweep_conda_env(wildcards):
-    return f"../envs/{'flash-attn' if SWEEP_FLASH else 'torch'}.yaml"
 
 
 def sweep_group_outputs():

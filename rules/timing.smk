@@ -11,7 +11,7 @@ rule paired_timing:
     input:
         data_yaml=f"{DATA_DIR}/data.yaml",
         summary=f"{DATA_DIR}/summary.json",
-        flash_attn=backendinfo.FLASH_ATTN_STATUS if TIMING_FLASH else [],
+        flash_attn=backend_flash(backends=TIMING["backends"]),
     output:
         blocks="results/timing/{tmodel}/imgsz{timgsz}/b{tbatch}/blocks.csv",
         summary="results/timing/{tmodel}/imgsz{timgsz}/b{tbatch}/summary.csv",
@@ -21,7 +21,7 @@ rule paired_timing:
     benchmark:
         "results/benchmarks/timing/{tmodel}/imgsz{timgsz}/b{tbatch}.tsv"
     conda:
-        f"../envs/{'flash-attn' if TIMING_FLASH else 'torch'}.yaml"
+        backend_env(backends=TIMING["backends"])
     threads: TRAIN["workers"] + 1
     resources:
         gpu=GPU_JOBS,

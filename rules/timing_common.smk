@@ -11,7 +11,6 @@ try:
 except ConfigError as _error:
     sys.exit(f"Config error: {_error}")
 TIMING_DIR = timing_plan.target_dir(TIMING)
-TIMING_FLASH = any(backendinfo.INFO[b].flash_build for b in TIMING["backends"])
 # The train settings the step uses (not epochs or seeds: changing those reruns nothing here).
 TIMING_TRAIN = timing_plan.step_train(TRAIN)
 

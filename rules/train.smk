@@ -7,7 +7,7 @@ rule train:
     input:
         data_yaml=f"{DATA_DIR}/data.yaml",
         summary=f"{DATA_DIR}/summary.json",
-        flash_attn=flash_attn_env,
+        flash_attn=backend_flash("backend"),
     output:
         metrics="results/train/{backend}/seed{seed}/metrics.json",
         results="results/train/{backend}/seed{seed}/results.csv",
@@ -17,7 +17,7 @@ rule train:
         "results/benchmarks/train/{backend}/seed{seed}.tsv"
     priority: train_priority
     conda:
-        backend_conda_env
+        backend_env("backend")
     threads: TRAIN["workers"] + 1
     resources:
         gpu=TRAIN_GPU,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from ultralytics.nn.modules.block import AAttn
 
-from attnbench import config
-from attnbench.backends import backendinfo, parity, provenance, signatures
+from attnbench import backend_records, config
+from attnbench.backends import parity, provenance, signatures
 from attnbench.backends import registry as backends
 from attnbench.backends.patch import use_backend
 
@@ -28,27 +28,30 @@ def test_every_entry_has_a_signature_per_device_it_supports():
             assert device in backend.signatures, (backend.name, device)
 
 
-def test_registry_schema_and_torch_free_names_agree():
-    assert tuple(backends.REGISTRY) == backendinfo.NAMES
+def test_registry_schema_and_torch_free_records_agree():
+    assert tuple(backends.REGISTRY) == backend_records.names()
     assert config.load_schema()["properties"]["backends"]["items"]["enum"] == list(
-        backendinfo.NAMES
+        backend_records.names()
     )
-    for name, info in backendinfo.INFO.items():
+    for name, record in backend_records.RECORDS.items():
         entry = backends.REGISTRY[name]
-        assert (entry.description, entry.package, entry.conda_env, entry.flash_build) == (
-            info.description, info.package, info.conda_env, info.flash_build
+        assert (entry.description, entry.package, entry.env, entry.flash_build) == (
+            record.description, record.package, record.env, record.flash_build
         )  # fmt: skip
-    assert backendinfo.conda_env_file("flash_attn") == "../envs/flash-attn.yaml"
-    assert backendinfo.conda_env_file("sdpa") == "../envs/torch.yaml"
-    assert backendinfo.flash_attn_input("flash_attn") == "results/env/flash_attn.json"
-    assert backendinfo.flash_attn_input("fa3") == []
+        assert entry.signatures is getattr(signatures, record.signature_ref)
+    assert backend_records.conda_env_file("flash_attn") == "../envs/flash-attn.yaml"
+    assert backend_records.conda_env_file("sdpa") == "../envs/torch.yaml"
+    assert backend_records.conda_env_file("sdpa", "flash_attn") == "../envs/flash-attn.yaml"
+    assert backend_records.flash_attn_input("flash_attn") == "results/env/flash_attn.json"
+    assert backend_records.flash_attn_input("fa3") == []
+    assert backend_records.flash_attn_input("eager", "flash_attn") == "results/env/flash_attn.json"
 
 
-def test_backendinfo_imports_without_torch():
+def test_backend_records_import_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, attnbench.backends.backendinfo; assert 'torch' not in sys.modules"
+    code = "import sys, attnbench.backend_records, attnbench.config; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -205,7 +208,7 @@ def test_parity_against_float64_reference(name):
 
 def test_parity_catches_a_wrong_kernel(monkeypatch):
     wrong = backends.Backend(
-        "wrong", "scaled wrongly", lambda q, k, v: (2 * v).transpose(1, 2), ("cpu",)
+        "wrong", "scaled wrongly", ("cpu",), "EAGER", fn=lambda q, k, v: (2 * v).transpose(1, 2)
     )
     errors = parity.check_shape(wrong, (2, 2, 16, 32), torch.float32, CPU)
     assert errors["rel_err_out"] > 0.5

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from attnbench import host
+from attnbench import backend_records, host
 from attnbench.backends.patch import REGION
 from attnbench.backends.signatures import Signature
 from attnbench.errors import UserError
@@ -121,18 +121,10 @@ def check(record: dict[str, Any], signature: Signature, device_type: str) -> lis
 
 
 def dispatched(record: dict[str, Any]) -> str:
-    """Which SDPA implementation (or other family) the attention dispatched to."""
+    """Which SDPA implementation (or other family) the attention dispatched to: the label
+    of the first backend record's kernel pattern that the forward's names match."""
     names = " ".join([*record["fwd_ops"], *record["fwd_kernels"]])
-    for pattern, label in [
-        (r"_scaled_dot_product_cudnn_attention", "cudnn"),
-        (r"_scaled_dot_product_flash_attention_for_cpu", "flash (cpu)"),
-        (r"_scaled_dot_product_flash_attention", "flash"),
-        (r"_scaled_dot_product_efficient_attention", "efficient"),
-        (r"_scaled_dot_product_attention_math", "math"),
-        (r"flash_attn::", "flash-attn"),
-        (r"triton_tem_fused|flex", "flex"),
-        (r"aten::softmax", "eager (matmul + softmax)"),
-    ]:
+    for pattern, label in backend_records.kernel_labels():
         if re.search(pattern, names):
             return label
     return "unknown"

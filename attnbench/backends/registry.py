@@ -1,10 +1,10 @@
-"""The attention backends: one registry entry per backend.
+"""The attention backends, runnable: each torch-free record resolved to what runs it.
 
-Each entry holds everything known about one backend: what can run it (an
-availability check that really runs the kernel once), how to call it, the global
-state it needs while it runs (`activate`: e.g. `sdpa_kernel` for a forced SDPA
-kernel), the ops/kernels that prove it ran, and the workflow facts of
-`attnbench.backends.backendinfo` (package, conda env, whether it materialises N x N scores).
+A record (`attnbench.backend_records`) says what a backend is; this module resolves
+its torch side: how to call it (`CALLS[record.call]`), the global state it needs while it
+runs (`activate`: `sdpa_kernel` for a forced SDPA kernel, PyTorch's FA3/FA4 in place of
+flash), its kernel signatures (`attnbench.backends.signatures.<record.signature_ref>`), and
+an availability check that really runs the kernel once (`check`).
 A backend that cannot run is reported unavailable with the reason; nothing is ever
 substituted under its name (the seed study's fatal flaw).
 
@@ -15,6 +15,7 @@ and returns the output in the layout YOLO12's AAttn needs next: (B, N, heads, he
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -25,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench import host
-from attnbench.backends import backendinfo
+from attnbench import backend_records, host
+from attnbench.backend_records import BackendRecord
 from attnbench.backends import signatures as sig
 from attnbench.backends.signatures import Signature
 from attnbench.errors import UserError
@@ -44,23 +45,14 @@ class BackendUnavailableError(UserError):
 
 
 @dataclass(frozen=True)
-class Backend:
-    name: str
-    description: str
-    fn: AttentionFn
-    devices: tuple[str, ...]  # device types it can run on
-    half_only_on: tuple[str, ...] = ()  # device types where it needs fp16/bf16
-    package: str | None = None  # import needed before it can run
+class Backend(BackendRecord):
+    """A record with its torch side resolved (`resolve`)."""
+
+    fn: AttentionFn | None = None
     signatures: dict[str, Signature] = field(default_factory=dict)  # by device type
     # Global state it needs while it runs, entered once per run (training, benchmark),
     # never per call: e.g. sdpa_kernel(...) for a forced SDPA kernel.
     activate: Callable[[], contextlib.AbstractContextManager] | None = None
-    # Fused kernels need q/k/v with a contiguous last dim. YOLO12's qkv comes from a
-    # conv in (B, C, H, W) layout, so its channels are strided unless copied.
-    contiguous_qkv: bool = True
-    materializes_scores: bool = False  # holds N x N scores (memory estimate of the benchmark)
-    conda_env: str = "torch"  # envs/<conda_env>.yaml
-    flash_build: bool = False  # uses the wheel of rule build_flash_attn
 
     def signature(self, device_type: str) -> Signature:
         return self.signatures.get(device_type, Signature())
@@ -136,48 +128,42 @@ def _flash_impl(impl: str) -> Iterator[None]:
 # The registry
 
 
-def _entry(name: str, fn: AttentionFn, devices, signatures, **kw) -> Backend:
-    info = backendinfo.INFO[name]
-    facts = ("package", "conda_env", "flash_build", "materializes_scores")
+CALLS: dict[str, AttentionFn] = {
+    "eager": eager_attention,
+    "sdpa": sdpa_attention,
+    "flash_attn": flash_attn_attention,
+    "flex": flex_attention,
+}
+
+
+def resolve(record: BackendRecord) -> Backend:
+    """The runnable backend of a record: its call, its activation and its signatures."""
+    if record.flash_impl:
+        activate = functools.partial(_flash_impl, record.flash_impl)
+    elif record.sdpa_kernel:
+        activate = forced(getattr(SDPBackend, record.sdpa_kernel))
+    else:
+        activate = None
+    facts = {f.name: getattr(record, f.name) for f in dataclasses.fields(BackendRecord)}
     return Backend(
-        name, info.description, fn, tuple(devices), signatures=signatures,
-        **{f: getattr(info, f) for f in facts}, **kw,
+        **facts, fn=CALLS[record.call], signatures=getattr(sig, record.signature_ref),
+        activate=activate,
     )  # fmt: skip
 
 
-HALF_ON_CUDA = {"half_only_on": ("cuda",)}
+class _Registry(dict):
+    """Name -> Backend, resolved from the records; a record added later resolves when asked."""
+
+    def __missing__(self, name: str) -> Backend:
+        if name not in backend_records.RECORDS:
+            raise KeyError(name)
+        self[name] = resolve(backend_records.RECORDS[name])
+        return self[name]
 
 
-def _forced(name: str, kernel: SDPBackend, devices, signatures, **kw) -> Backend:
-    return _entry(name, sdpa_attention, devices, signatures, activate=forced(kernel), **kw)
-
-
-def _flash_replacement(name: str, impl: str, signatures) -> Backend:
-    activate = functools.partial(_flash_impl, impl)
-    return _entry(name, sdpa_attention, ["cuda"], signatures, activate=activate, **HALF_ON_CUDA)
-
-
-REGISTRY: dict[str, Backend] = {
-    b.name: b
-    for b in [
-        _entry("eager", eager_attention, ["cpu", "cuda"], sig.EAGER, contiguous_qkv=False),
-        _entry("sdpa", sdpa_attention, ["cpu", "cuda"], sig.SDPA),
-        _forced("sdpa_math", SDPBackend.MATH, ["cpu", "cuda"], sig.SDPA_MATH),
-        _forced("sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION, ["cuda"], sig.SDPA_EFFICIENT),
-        _forced(
-            "sdpa_flash",
-            SDPBackend.FLASH_ATTENTION,
-            ["cpu", "cuda"],
-            sig.SDPA_FLASH,
-            **HALF_ON_CUDA,
-        ),
-        _forced("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION, ["cuda"], sig.SDPA_CUDNN, **HALF_ON_CUDA),
-        _entry("flash_attn", flash_attn_attention, ["cuda"], sig.FLASH_ATTN, **HALF_ON_CUDA),
-        _flash_replacement("fa3", "FA3", sig.FA3),
-        _flash_replacement("fa4", "FA4", sig.FA4),
-        _entry("flex", flex_attention, ["cuda"], sig.FLEX),
-    ]
-}
+REGISTRY: dict[str, Backend] = _Registry(
+    (name, resolve(record)) for name, record in backend_records.RECORDS.items()
+)
 
 
 def get(name: str) -> Backend:
@@ -185,7 +171,7 @@ def get(name: str) -> Backend:
         return REGISTRY[name]
     except KeyError:
         raise BackendUnavailableError(
-            f"unknown backend {name!r}: choose one of {', '.join(REGISTRY)}"
+            f"unknown backend {name!r}: choose one of {', '.join(backend_records.names())}"
         ) from None
 
 

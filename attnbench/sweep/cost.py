@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from attnbench import backend_records
 from attnbench.sweep.plan import Plan, scale_of
 from attnbench.timing.plan import whole_cycles
 
@@ -64,7 +65,8 @@ def estimate(plan_: Plan, train: Mapping[str, Any]) -> dict[str, float]:
     mb = s["max_batch"]
     for model, imgsz, backend in plan_.searches():
         eager, fused = MIB_PER_IMAGE.get(scale_of(model), MIB_PER_IMAGE["x"])
-        per_image = (eager if backend in ("eager", "sdpa_math") else fused) * (imgsz / 640) ** 2
+        scores = backend_records.record(backend).materializes_scores  # N x N scores: eager's cost
+        per_image = (eager if scores else fused) * (imgsz / 640) ** 2
         largest = min(USABLE_MIB / per_image, mb["limit"])
         doublings = max(math.ceil(math.log2(max(largest / mb["start"], 1))) + 1, 1)
         bisections = max(math.ceil(math.log2(1 / max(mb["tolerance"], 1 / largest))), 1)

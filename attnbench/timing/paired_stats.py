@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnbench import stats
+from attnbench import backend_records, stats
 from attnbench.timing.plan import BARE
 
 RATIO_METHOD = stats.PAIRED_RATIO_METHOD
@@ -108,10 +108,10 @@ def paired_ratio(a: Iterable[float], b: Iterable[float], alpha: float) -> dict[s
 
 def comparisons(arms: Sequence[str], baseline: str) -> list[tuple[str, str, str]]:
     """(arm, against, comparison): each backend against the baseline, then the train job
-    (eager if timed, else the baseline) against bare."""
+    (the stock arithmetic's backend if timed, eager, else the baseline) against bare."""
     rows = [(a, baseline, BACKEND_COMPARISON) for a in arms if a not in (baseline, BARE)]
     if BARE in arms:
-        job = "eager" if "eager" in arms else baseline
+        job = next((a for a in arms if backend_records.is_stock(a)), baseline)
         rows.append((job, BARE, OVERHEAD_COMPARISON))
     return rows
 
