@@ -102,6 +102,8 @@ RECORDS: dict[str, BackendRecord] = {
         ),
     ]
 }  # fmt: skip
+
+
 def names() -> tuple[str, ...]:
     """Every backend's name, in the records' order (read when asked: tests add records)."""
     return tuple(RECORDS)
@@ -112,9 +114,7 @@ def record(name: str) -> BackendRecord:
     try:
         return RECORDS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown backend {name!r}: choose one of {', '.join(RECORDS)}"
-        ) from None
+        raise ConfigError(f"unknown backend {name!r}: choose one of {', '.join(RECORDS)}") from None
 
 
 def is_stock(name: str) -> bool:

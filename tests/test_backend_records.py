@@ -41,7 +41,9 @@ def test_config_and_schema_take_the_new_record(fake):
 
 
 def test_unknown_names_fail_in_one_line_with_the_valid_ones(fake):
-    with pytest.raises(ConfigError, match="unknown backend 'nope': choose one of eager, .*fake_math"):
+    with pytest.raises(
+        ConfigError, match="unknown backend 'nope': choose one of eager, .*fake_math"
+    ):
         backend_records.record("nope")
 
 

@@ -51,7 +51,9 @@ def test_backend_records_import_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, attnbench.backend_records, attnbench.config; assert 'torch' not in sys.modules"
+    code = (
+        "import sys, attnbench.backend_records, attnbench.config; assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
