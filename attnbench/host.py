@@ -182,8 +182,9 @@ def release(device: torch.device, compiled: bool = False) -> None:
     import torch
 
     gc.collect()
-    if compiled:
-        torch._dynamo.reset()  # fresh models would otherwise recompile up to the limit, then run eager
+    if compiled:  # fresh models would otherwise recompile up to the limit, then run eager
+        with contextlib.suppress(Exception):
+            torch._dynamo.reset()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()

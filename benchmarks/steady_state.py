@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import random
 import statistics
 import subprocess
 import sys
@@ -130,13 +129,14 @@ def _child_main(argv: list[str]) -> int:
 
 
 def plan(arms: dict[str, int], order_seed: int) -> list[tuple[str, int]]:
-    """(arm, repeat) in repeat blocks, arms shuffled within each block by a seeded RNG."""
-    jobs = []
-    for rep in range(max(arms.values())):
-        block = [arm for arm, n in arms.items() if rep < n]
-        random.Random(f"{order_seed}/{rep}").shuffle(block)
-        jobs += [(arm, rep) for arm in block]
-    return jobs
+    """(arm, repeat) in repeat blocks, arms shuffled within each block by the workflow's
+    seeded order (`attnbench.grid`, as the sweep's points)."""
+    from attnbench import grid
+
+    blocks = [
+        [(arm, rep) for arm, n in arms.items() if rep < n] for rep in range(max(arms.values()))
+    ]
+    return grid.blocked_order(blocks, lambda job: (order_seed, *job), lambda job: job[0])
 
 
 def cv_pct(values: list[float]) -> float | None:

@@ -3,8 +3,8 @@
 
 import sys
 
+from attnbench import grid
 from attnbench.inference import plan as infer_plan
-from attnbench.sweep import plan as sweep_plan
 from attnbench.errors import ConfigError
 
 try:
@@ -12,7 +12,7 @@ try:
 except ConfigError as _error:
     sys.exit(f"Config error: {_error}")
 INFER_POSITION = {j.id: i for i, j in enumerate(INFER.planned_order())}
-INFER_MODELS = [sweep_plan.stem(m) for m in INFER.models]
+INFER_MODELS = [grid.stem(m) for m in INFER.models]
 INFER_SETTINGS = {
     k: config["inference"][k]
     for k in ("dtype", "warmup", "iterations", "profile_iters")
@@ -20,11 +20,11 @@ INFER_SETTINGS = {
 
 
 wildcard_constraints:
-    imodel=sweep_plan.wildcard_pattern(INFER_MODELS),
+    imodel=grid.wildcard_pattern(INFER_MODELS),
     iimgsz=r"\d+",
     ibatch=r"\d+",
-    icompile=sweep_plan.wildcard_pattern(infer_plan.COMPILE_MODES),
-    ibackend=sweep_plan.wildcard_pattern(INFER.backends),
+    icompile=grid.wildcard_pattern(grid.COMPILE_MODES),
+    ibackend=grid.wildcard_pattern(INFER.backends),
 
 
 def inference_targets():

@@ -3,7 +3,7 @@
 import sys
 
 from attnbench.sweep import plan as sweep_plan
-from attnbench import section_files
+from attnbench import grid, section_files
 from attnbench.timing import plan as timing_plan
 from attnbench.errors import ConfigError
 
@@ -42,11 +42,11 @@ SWEEP_PAIRED_TRAIN = timing_plan.step_train(TRAIN)
 
 
 wildcard_constraints:
-    model=sweep_plan.wildcard_pattern(SWEEP_MODELS),
+    model=grid.wildcard_pattern(SWEEP_MODELS),
     imgsz=r"\d+",
     batch=r"\d+",
-    compile=sweep_plan.wildcard_pattern(sweep_plan.COMPILE_ARGS),
-    sbackend=sweep_plan.wildcard_pattern(SWEEP.backends),
+    compile=grid.wildcard_pattern(grid.COMPILE_ARGS),
+    sbackend=grid.wildcard_pattern(SWEEP.backends),
 
 
 def sweep_targets():
@@ -75,10 +75,7 @@ def sweep_priority(wildcards):
 
 def sweep_searches_param(wildcards):
     """The (model, imgsz)'s searches, one per backend, in a seeded random order."""
-    model = SWEEP.model_of(wildcards.model)
-    imgsz = int(wildcards.imgsz)
-    found = [s for s in SWEEP.searches() if s[0] == model and s[1] == imgsz]
-    found.sort(key=lambda s: sweep_plan._key(SWEEP.order_seed, "max_batch", *s))
+    found = SWEEP.search_order(SWEEP.model_of(wildcards.model), int(wildcards.imgsz))
     return cfg.canonical(
         [
             {
@@ -99,7 +96,7 @@ def sweep_paired_group(wildcards):
         wildcards.model,
         int(wildcards.imgsz),
         int(wildcards.batch),
-        sweep_plan.COMPILE_NAMES[False],
+        grid.COMPILE_OFF,
     )
 
 

@@ -16,7 +16,7 @@ TIMING_TRAIN = timing_plan.step_train(TRAIN)
 
 
 wildcard_constraints:
-    tmodel=sweep_plan.wildcard_pattern([TIMING["model_name"]]),
+    tmodel=grid.wildcard_pattern([TIMING["model_name"]]),
     timgsz=str(TIMING["imgsz"]),
     tbatch=str(TIMING["batch"]),
 

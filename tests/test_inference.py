@@ -14,6 +14,7 @@ import pytest
 from workflow_helpers import REPO, job_stats, output_of, plan_and_run, snakemake
 
 from attnbench import config as cfg
+from attnbench import grid
 from attnbench.analysis import inference_tables
 from attnbench.errors import ConfigError
 from attnbench.inference import plan as inference
@@ -54,7 +55,7 @@ def test_one_job_per_cell_with_paths_and_a_seeded_order():
     other = inference.plan(_config(models=["yolo12n.yaml", "yolo12l.yaml"], order_seed=1,
                                    compile=[False, "reduce-overhead"]))  # fmt: skip
     assert [j.id for j in other.planned_order()] != [j.id for j in order]
-    assert all(plan.priority(j) > inference.PRIORITY_BASE - inference.BLOCK for j in jobs)
+    assert all(plan.priority(j) > inference.PRIORITY_BASE - grid.BLOCK for j in jobs)
 
 
 def test_compile_where_keeps_compiled_jobs_to_the_named_points():

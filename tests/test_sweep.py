@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from attnbench import config as cfg
-from attnbench import io
+from attnbench import grid, io
 from attnbench.analysis import sweep_tables
 from attnbench.errors import ConfigError
 from attnbench.report import sweep_plots, sweep_report
@@ -79,9 +79,7 @@ def test_points_paths_and_specs():
     assert point.path == "results/sweep/yolo12s/imgsz640/b8/off/sdpa/rep1/metrics.json"
     spec = point.spec(3)
     assert spec["seed"] == 1 and spec["scale"] == "s" and spec["run_order"] == 3
-    assert (
-        sweep.COMPILE_ARGS["off"] is False and sweep.COMPILE_ARGS["max-autotune"] == "max-autotune"
-    )
+    assert grid.COMPILE_ARGS["off"] is False and grid.COMPILE_ARGS["max-autotune"] == "max-autotune"
 
 
 def test_exclude_removes_cells():

@@ -12,9 +12,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from attnbench import io
+from attnbench import grid, io
 from attnbench.analysis.sweep_tables import results_frame
-from attnbench.sweep import plan as sweep
 
 CELL = ["model_name", "scale", "imgsz", "batch", "compile"]
 JOB_COLUMNS = [
@@ -40,7 +39,7 @@ AGREEMENT_COLUMNS = [
 
 
 def _order(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    keyed = frame.assign(_s=frame["model_name"].map(sweep.scale_rank))
+    keyed = frame.assign(_s=frame["model_name"].map(grid.scale_rank))
     return keyed.sort_values(["_s", *by], kind="stable").drop(columns="_s").reset_index(drop=True)
 
 

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnbench import io
-from attnbench.sweep import plan as sweep
+from attnbench import grid, io
 from attnbench.timing import paired_stats
 
 CELL = ["model_name", "scale", "imgsz", "batch", "compile"]
@@ -97,7 +96,7 @@ def points_frame(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
 
 
 def _scale_key(frame: pd.DataFrame) -> pd.Series:
-    return frame["model_name"].map(sweep.scale_rank)
+    return frame["model_name"].map(grid.scale_rank)
 
 
 def _paired_ratios(cell: pd.DataFrame, backend: str, baseline: str, column: str) -> pd.Series:

@@ -19,7 +19,7 @@ from attnbench.backends import registry as backends
 from attnbench.backends.patch import use_backend
 from attnbench.errors import UserError
 from attnbench.inference import plan as inference
-from attnbench.inference.model import load_yolo, release, run_dtype
+from attnbench.inference.model import load_yolo, run_dtype
 
 LOG = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def agreement(model_yaml: str, weights: Mapping[str, Any], backend_names: Sequen
         except Exception as exc:
             row.update(status="oom", reason=host.oom_reason(exc))
         finally:
-            release(device)
+            host.release(device)
         row["seconds"] = time.perf_counter() - t0
         rows[backend] = row
         LOG.info("agreement %s: %s mAP50-95 %s", backend, row["status"], row.get("map50_95"))

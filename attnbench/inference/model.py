@@ -3,8 +3,6 @@ seeded random weights), fused and in eval mode in the job's dtype, compiled when
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,9 +10,8 @@ from typing import Any
 
 import torch
 
-from attnbench import host
+from attnbench import grid, host
 from attnbench.errors import UserError
-from attnbench.inference import plan as inference
 
 
 def run_dtype(requested: str, device: torch.device) -> tuple[torch.dtype, str | None]:
@@ -22,16 +19,6 @@ def run_dtype(requested: str, device: torch.device) -> tuple[torch.dtype, str | 
     if device.type == "cpu" and requested != "fp32":
         return torch.float32, f"{requested} requested; a CPU runs fp32"
     return host.torch_dtype(requested), None
-
-
-def release(device: torch.device, compiled: bool = False) -> None:
-    gc.collect()
-    if compiled:
-        with contextlib.suppress(Exception):
-            torch._dynamo.reset()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
 
 
 def _sha256(path: Path) -> str:
@@ -89,5 +76,5 @@ def prepare(yolo, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
 
 
 def compile_model(model: torch.nn.Module, compile_: str) -> torch.nn.Module:
-    mode = inference.COMPILE_MODES[compile_]
+    mode = grid.COMPILE_MODES[compile_]
     return model if mode is None else torch.compile(model, mode=mode)

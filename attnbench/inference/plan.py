@@ -11,30 +11,19 @@ on the validation set against the baseline's, at `agreement.imgsz`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from attnbench import grid
 from attnbench.errors import ConfigError
-from attnbench.sweep.plan import scale_of, stem
+from attnbench.grid import scale_of, stem
 
 ROOT = "results/inference"
 AGREEMENT_ROOT = f"{ROOT}/agreement"
-# Config value -> path segment and torch.compile mode (None: no compile).
-COMPILE_NAMES: dict[Any, str] = {
-    False: "off",
-    "default": "default",
-    "reduce-overhead": "reduce-overhead",
-}
-COMPILE_MODES: dict[str, str | None] = {
-    "off": None,
-    "default": "default",
-    "reduce-overhead": "reduce-overhead",
-}
 # Below the sweep's band (500,000) and the train jobs' (1e6): a combined run infers last.
+# Compile modes are grid.COMPILE_NAMES (path segment) and grid.COMPILE_MODES (torch.compile).
 PRIORITY_BASE = 250_000
-BLOCK = 10_000
 TABLES = ("inference", "inference_max_imgsz", "inference_agreement")
 PLOTS = ("inference_latency", "inference_memory")
 # Published figures the report compares with (YOLO12n, imgsz 640, batch 1), as issue 16
@@ -47,17 +36,12 @@ PUBLISHED = (
 )  # fmt: skip
 
 
-def _key(*parts: Any) -> int:
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BLOCK
-
-
 @dataclass(frozen=True)
 class Job:
     model: str  # the yaml, e.g. yolo12n.yaml
     imgsz: int
     batch: int
-    compile: str  # a COMPILE_NAMES value
+    compile: str  # a grid.COMPILE_NAMES value
     backend: str
 
     @property
@@ -98,7 +82,7 @@ class Plan:
             for i in self.imgsizes
             for b in self.batches
             for c in self.compiles
-            if c == "off" or self.compiles_at(m, i, b)
+            if c == grid.COMPILE_OFF or self.compiles_at(m, i, b)
             for k in self.backends
         ]
 
@@ -121,10 +105,10 @@ class Plan:
 
     def priority(self, job: Job) -> int:
         """Snakemake priority: jobs in a seeded random order (a GPU runs them one by one)."""
-        return PRIORITY_BASE - _key(self.order_seed, job.id)
+        return grid.priority(PRIORITY_BASE, self.order_seed, job.id)
 
     def planned_order(self) -> list[Job]:
-        return sorted(self.jobs(), key=lambda j: (-self.priority(j), j.id))
+        return grid.seeded_order(self.jobs(), lambda j: (self.order_seed, j.id), lambda j: j.id)
 
     def agreement_models(self) -> list[str]:
         enabled = self.enabled and self.settings.get("agreement", {}).get("enabled", False)
@@ -176,7 +160,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
         models=tuple(s["models"]),
         imgsizes=tuple(s["imgsizes"]),
         batches=tuple(s["batches"]),
-        compiles=tuple(COMPILE_NAMES[c] for c in s["compile"]),
+        compiles=tuple(grid.COMPILE_NAMES[c] for c in s["compile"]),
         backends=tuple(s["backends"]),
         baseline=s["baseline"],
         order_seed=s["order_seed"],

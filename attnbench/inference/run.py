@@ -40,7 +40,7 @@ from attnbench import host
 from attnbench.backends import provenance
 from attnbench.backends import registry as backends
 from attnbench.backends.patch import use_backend
-from attnbench.inference.model import compile_model, load_yolo, prepare, release, run_dtype
+from attnbench.inference.model import compile_model, load_yolo, prepare, run_dtype
 from attnbench.measure import steptime
 
 LOG = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def bench(spec: Mapping[str, Any], settings: Mapping[str, Any], device: torch.de
         return {**result, "status": "unavailable", "reason": reason}
 
     compiled = spec["compile"] != "off"
-    release(device, compiled=compiled)
+    host.release(device, compiled=compiled)
     status, reason = "ok", None
     measured: dict[str, Any] = {}
     nvml = None
@@ -185,9 +185,7 @@ def bench(spec: Mapping[str, Any], settings: Mapping[str, Any], device: torch.de
             generator = torch.Generator().manual_seed(0)
             x = torch.rand(batch, 3, imgsz, imgsz, generator=generator).to(device, dtype)
             if result["forced_oom"]:
-                raise torch.OutOfMemoryError(
-                    f"CUDA out of memory (forced by {host.FORCE_OOM_ENV} for {spec['force_id']})"
-                )
+                raise host.forced_error(spec["force_id"])
             nvml = _nvml(device)
             with torch.inference_mode():
                 measured["provenance"] = prove(model, x, backend, device)
@@ -230,7 +228,7 @@ def bench(spec: Mapping[str, Any], settings: Mapping[str, Any], device: torch.de
         measured["peak_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
     if nvml is not None:
         measured["peak_device_used_mb"] = nvml.summary().get("peak_device_used_mb")
-    release(device, compiled=compiled)
+    host.release(device, compiled=compiled)
     stats = percentiles(measured.get("latency_times_ms", []) if status == "ok" else [])
     median = stats["latency_ms_median"]
     wall = measured.get("timed_wall_s")

@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from attnbench import grid
 from attnbench.report.plots import message, palette, save, theme
-from attnbench.sweep import plan as sweep
 
 
 def panel_label(model: str, batch: int, compile_: str) -> str:
@@ -28,7 +28,7 @@ def panel_label(model: str, batch: int, compile_: str) -> str:
 
 def _panels(jobs: pd.DataFrame) -> list[tuple[str, int, str]]:
     keys = jobs[["model_name", "batch", "compile"]].drop_duplicates()
-    keys = keys.assign(_s=keys["model_name"].map(sweep.scale_rank))
+    keys = keys.assign(_s=keys["model_name"].map(grid.scale_rank))
     keys = keys.sort_values(["_s", "model_name", "batch", "compile"], kind="stable")
     return [(r.model_name, int(r.batch), r.compile) for r in keys.itertuples()]
 

@@ -20,8 +20,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import ListedColormap
 
+from attnbench import grid
 from attnbench.report.plot_style import message, palette, save, theme
-from attnbench.sweep import plan as sweep
 
 EFFECTS = (
     ("step_speedup", "wall-time speed-up (x, paired)", 1.0),
@@ -39,7 +39,7 @@ def setting_label(row: pd.Series) -> str:
 def _prepare(summary: pd.DataFrame) -> pd.DataFrame:
     frame = summary.copy()
     frame["setting"] = frame.apply(setting_label, axis=1)
-    frame["scale_rank"] = frame["model_name"].map(sweep.scale_rank)
+    frame["scale_rank"] = frame["model_name"].map(grid.scale_rank)
     return frame.sort_values(["scale_rank", "imgsz", "batch"], kind="stable")
 
 
@@ -146,9 +146,7 @@ def max_batch(frame: pd.DataFrame, backends: Sequence[str], path: str | os.PathL
             "No largest-batch search ran (sweep.find_max_batch: false) or none fitted.",
         )
         return
-    data = data.assign(scale_rank=data["model_name"].map(sweep.scale_rank)).sort_values(
-        "scale_rank"
-    )
+    data = data.assign(scale_rank=data["model_name"].map(grid.scale_rank)).sort_values("scale_rank")
     sizes = sorted(data["imgsz"].unique())
     colours = palette(backends)
     order = list(dict.fromkeys(data["model_name"]))

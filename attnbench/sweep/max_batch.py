@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from attnbench import host
+from attnbench import grid, host
 from attnbench.backends import registry as backends
 from attnbench.backends.patch import use_backend
 from attnbench.sweep import plan as sweep
@@ -144,7 +144,7 @@ def find_max_batch(
         {
             "model": model_yaml,
             "model_name": sweep.stem(model_yaml),
-            "scale": sweep.scale_of(model_yaml),
+            "scale": grid.scale_of(model_yaml),
             "dtype": host.dtype_name(dtype),
             "steps_per_probe": limits["steps"],
             "tolerance": limits["tolerance"],

@@ -17,15 +17,14 @@ Torch-free: the Snakefile imports it at parse time.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
+from attnbench import grid
 from attnbench.errors import ConfigError
+from attnbench.grid import scale_of, stem
 
 ROOT = "results/sweep"
 MAX_BATCH_ROOT = f"{ROOT}/max_batch"
@@ -35,43 +34,9 @@ PAIRED_COMPILED = (
     "compile {mode}: the paired timing times eager-mode modules only (it runs no "
     "torch.compile), so this cell has no paired wall-time ratio"
 )
-# Config value -> path segment; Ultralytics' own `compile` argument takes the value.
-COMPILE_NAMES: dict[Any, str] = {
-    False: "off",
-    "default": "default",
-    "reduce-overhead": "reduce-overhead",
-    "max-autotune": "max-autotune",
-}
-COMPILE_ARGS: dict[str, bool | str] = {name: value for value, name in COMPILE_NAMES.items()}
 # Snakemake priorities: the train jobs' band starts at schedule.PRIORITY_BASE (1e6);
 # sweep jobs sit below it, so a combined run trains first, then sweeps.
 PRIORITY_BASE = 500_000
-BLOCK = 10_000
-SCALE = re.compile(r"^yolo\w*?(\d+)([nsmlx])$")
-SCALES = "nsmlx"
-
-
-def stem(model: str) -> str:
-    """The model's name in paths and tables: yolo12n.yaml -> yolo12n."""
-    return PurePosixPath(model).name.rsplit(".", 1)[0]
-
-
-def scale_of(model: str) -> str:
-    """The scale letter (n, s, m, l, x) of a YOLO model name, else its stem."""
-    match = SCALE.match(stem(model))
-    return match.group(2) if match else stem(model)
-
-
-def scale_rank(model: str) -> int:
-    """Order of scales for axes: n < s < m < l < x, unknown names last."""
-    scale = scale_of(model)
-    return SCALES.index(scale) if scale in SCALES else len(SCALES)
-
-
-def _key(*parts: Any) -> int:
-    """A stable pseudo-random number in [0, BLOCK) for one item."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BLOCK
 
 
 @dataclass(frozen=True)
@@ -93,7 +58,7 @@ class Point:
     model: str  # the yaml, e.g. yolo12n.yaml
     imgsz: int
     batch: int
-    compile: str  # a COMPILE_NAMES value
+    compile: str  # a grid.COMPILE_NAMES value
     backend: str
     rep: int
 
@@ -164,16 +129,14 @@ class Plan:
 
     def group_points(self, group: Group) -> list[Point]:
         """A group's points in run order: repeat blocks, backends shuffled within each."""
-        points = []
-        for rep in range(self.repeats):
-            block = sorted(
-                self.backends,
-                key=lambda b: (_key(self.order_seed, group.id, b, rep), b),
-            )
-            points += [
-                Point(group.model, group.imgsz, group.batch, group.compile, b, rep) for b in block
-            ]
-        return points
+        blocks = [
+            [Point(group.model, group.imgsz, group.batch, group.compile, b, rep)
+             for b in self.backends]
+            for rep in range(self.repeats)
+        ]  # fmt: skip
+        return grid.blocked_order(
+            blocks, lambda p: (self.order_seed, group.id, p.backend, p.rep), lambda p: p.backend
+        )
 
     def group_of(self, model_name: str, imgsz: int, batch: int, compile_: str) -> Group:
         for g in self.groups():
@@ -206,6 +169,11 @@ class Plan:
             for b in self.backends
         ]
 
+    def search_order(self, model: str, imgsz: int) -> list[tuple[str, int, str]]:
+        """A (model, imgsz) job's searches, one per backend, in a seeded random order."""
+        found = [s for s in self.searches() if s[:2] == (model, imgsz)]
+        return grid.seeded_order(found, lambda s: (self.order_seed, "max_batch", *s))
+
     def model_of(self, model_name: str) -> str:
         for m in self.models:
             if stem(m) == model_name:
@@ -224,7 +192,7 @@ class Plan:
             return PAIRED_OFF
         if len(self.backends) < 2:
             return f"one backend ({self.backends[0]}): nothing to pair"
-        if compile_ != COMPILE_NAMES[False]:
+        if compile_ != grid.COMPILE_OFF:
             return PAIRED_COMPILED.format(mode=compile_)
         return None
 
@@ -261,11 +229,11 @@ class Plan:
     # -- order ------------------------------------------------------------------
     def group_priority(self, group_id: str) -> int:
         """Snakemake priority of a group job: groups in a seeded random order."""
-        return PRIORITY_BASE - _key(self.order_seed, "group", group_id)
+        return grid.priority(PRIORITY_BASE, self.order_seed, "group", group_id)
 
     def planned_order(self) -> list[Point]:
         """Every point in the order one GPU runs them (jobs by priority, points within)."""
-        groups = sorted(self.groups(), key=lambda g: -self.group_priority(g.id))
+        groups = grid.seeded_order(self.groups(), lambda g: (self.order_seed, "group", g.id))
         return [p for g in groups for p in self.group_points(g)]
 
 
@@ -295,7 +263,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
         enabled=bool(sweep["enabled"]),
         models=models,
         cells=cells,
-        compiles=tuple(COMPILE_NAMES[c] for c in sweep["compile"]),
+        compiles=tuple(grid.COMPILE_NAMES[c] for c in sweep["compile"]),
         backends=backends,
         repeats=sweep["repeats"],
         order_seed=sweep["order_seed"],
@@ -333,11 +301,6 @@ def plan(config: Mapping[str, Any]) -> Plan:
             f"sweep.max_batch.limit = {limits['limit']}: lower start or raise limit"
         )
     return result
-
-
-def wildcard_pattern(values: Iterable[Any]) -> str:
-    """A regex that matches exactly these values (for wildcard_constraints)."""
-    return "|".join(re.escape(str(v)) for v in sorted(set(map(str, values)))) or "(?!)"
 
 
 # --------------------------------------------------------------------------- #

@@ -28,12 +28,11 @@ from typing import Any
 
 import torch
 
-from attnbench import host
+from attnbench import grid, host
 from attnbench.backends import provenance
 from attnbench.backends import registry as backends
 from attnbench.backends.patch import use_backend
 from attnbench.errors import UserError
-from attnbench.sweep import plan as sweep
 from attnbench.train import schedule, training, ultralytics_run
 from attnbench.train.recorder import RunRecorder
 
@@ -96,7 +95,7 @@ def point_args(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str
         "imgsz": spec["imgsz"],
         "seed": spec["seed"],
         "deterministic": settings["deterministic"],
-        "compile": sweep.COMPILE_ARGS[spec["compile"]],
+        "compile": grid.COMPILE_ARGS[spec["compile"]],
         "warmup_epochs": 0,  # steady optimizer cadence (nominal batch 64) from the first step
         "close_mosaic": 0,
         "val": False,

@@ -6,9 +6,9 @@ difference from the baseline is the noise floor of every metric).
 
 Order is a variable, so it is randomised and recorded. Jobs run in blocks of one
 seed each (seeds in config order); within a block the arms are shuffled by a
-seeded RNG, so backends interleave and every backend meets every position. Each
-job's place is a pure function of (order seed, arm, seed) and its block: adding a
-seed or an arm never reorders, and never reruns, the jobs already there.
+seeded key (`attnbench.grid`), so backends interleave and every backend meets every
+position. Each job's place is a pure function of (order seed, arm, seed) and its block:
+adding a seed or an arm never reorders, and never reruns, the jobs already there.
 Snakemake runs ready jobs by `priority:` (higher first), which carries this order.
 
 Torch-free: the Snakefile imports it at parse time.
@@ -16,14 +16,14 @@ Torch-free: the Snakefile imports it at parse time.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from attnbench import grid
 
 REPLICA_SUFFIX = "_replica"
 # Priorities below this band stay free for other rules (Snakemake's default is 0).
 PRIORITY_BASE = 1_000_000
-BLOCK = 10_000
 
 
 def replica_name(baseline: str) -> str:
@@ -47,24 +47,19 @@ def arms(backends: Sequence[str], baseline: str, replica: bool) -> list[str]:
     return result
 
 
-def _key(order_seed: int, arm: str, seed: int) -> int:
-    """A stable pseudo-random number in [0, BLOCK) for one job."""
-    digest = hashlib.sha256(f"{order_seed}/{arm}/{seed}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BLOCK
-
-
 def priority(order_seed: int, arm: str, seed: int, seeds: Sequence[int]) -> int:
     """Snakemake priority of a train job: earlier seed blocks first, shuffled within."""
     block = list(seeds).index(seed) if seed in seeds else len(seeds)
-    return PRIORITY_BASE - block * BLOCK - _key(order_seed, arm, seed)
+    return grid.priority(PRIORITY_BASE, order_seed, arm, seed, block=block)
 
 
 def planned_order(
     order_seed: int, arms_: Iterable[str], seeds: Sequence[int]
 ) -> list[tuple[str, int]]:
     """Every (arm, seed) job in the order the priorities schedule them on one GPU."""
-    jobs = [(arm, seed) for seed in seeds for arm in arms_]
-    return sorted(jobs, key=lambda job: -priority(order_seed, job[0], job[1], seeds))
+    arms_ = list(arms_)
+    blocks = [[(arm, seed) for arm in arms_] for seed in seeds]
+    return grid.blocked_order(blocks, lambda job: (order_seed, *job))
 
 
 def position(config: Mapping[str, Any], arm: str, seed: int) -> int | None:
