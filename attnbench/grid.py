@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
@@ -56,6 +57,36 @@ def scale_rank(model: str) -> int:
     """Order of scales for axes: n < s < m < l < x, unknown names last."""
     scale = scale_of(model)
     return SCALES.index(scale) if scale in SCALES else len(SCALES)
+
+
+def cell_id(model: str, imgsz: int, batch: int, compile_: str) -> str:
+    """A (model, imgsz, batch, compile) cell's name in paths: yolo12n/imgsz640/b8/off."""
+    return f"{stem(model)}/imgsz{imgsz}/b{batch}/{compile_}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, imgsz, batch, compile) point of a grid: what its jobs share."""
+
+    model: str  # the yaml, e.g. yolo12n.yaml
+    imgsz: int
+    batch: int
+    compile: str  # a COMPILE_NAMES value
+
+    @property
+    def cell(self) -> str:
+        return cell_id(self.model, self.imgsz, self.batch, self.compile)
+
+    def cell_spec(self) -> dict[str, Any]:
+        """The cell's part of a job's spec (rule params)."""
+        return {
+            "model": self.model,
+            "model_name": stem(self.model),
+            "scale": scale_of(self.model),
+            "imgsz": self.imgsz,
+            "batch": self.batch,
+            "compile": self.compile,
+        }
 
 
 def order_key(*parts: Any) -> int:

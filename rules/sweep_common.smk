@@ -12,9 +12,9 @@ try:
 except ConfigError as _error:
     sys.exit(f"Config error: {_error}")
 SWEEP_POSITION = {p.id: i for i, p in enumerate(SWEEP.planned_order())}
-SWEEP_MODELS = [sweep_plan.stem(m) for m in SWEEP.models]
+SWEEP_MODELS = [grid.stem(m) for m in SWEEP.models]
 SWEEP_SHAPES = [
-    f"results/sweep/attention/{sweep_plan.stem(g.model)}/imgsz{g.imgsz}/b{g.batch}/shapes.json"
+    f"results/sweep/attention/{grid.stem(g.model)}/imgsz{g.imgsz}/b{g.batch}/shapes.json"
     for g in SWEEP.groups()
     if g.compile == SWEEP.compiles[0]
 ]

@@ -40,12 +40,12 @@ def test_default_config_plans_no_sweep():
 
 def test_reference_config_is_the_issues_grid():
     plan = sweep.plan(cfg.load_file(REFERENCE))
-    assert [sweep.stem(m) for m in plan.models] == [f"yolo12{s}" for s in "nsmlx"]
+    assert [grid.stem(m) for m in plan.models] == [f"yolo12{s}" for s in "nsmlx"]
     assert set(plan.cells) == {(640, 8), (640, 32), (1280, 8)}
     assert plan.backends == ("eager", "sdpa_cudnn", "sdpa_flash", "flash_attn")
     assert plan.repeats == 3 and plan.compiles == ("off",)
     assert len(plan.groups()) == 15 and len(plan.points()) == 15 * 4 * 3
-    assert {(sweep.stem(m), i) for m, i, _ in plan.searches()} == {
+    assert {(grid.stem(m), i) for m, i, _ in plan.searches()} == {
         ("yolo12n", 640), ("yolo12n", 1280), ("yolo12l", 640), ("yolo12l", 1280),
     }  # fmt: skip
     assert len(plan.searches()) == 16
@@ -219,7 +219,7 @@ def test_tile_repeats_images_with_their_own_labels():
 
 def _point(model, backend, rep, step, gpu, peak, status="ok", **extra) -> dict:
     return {
-        "model_name": model, "scale": sweep.scale_of(model), "imgsz": 640, "batch": 8,
+        "model_name": model, "scale": grid.scale_of(model), "imgsz": 640, "batch": 8,
         "compile": "off", "backend": backend, "rep": rep, "seed": rep, "status": status,
         "step_ms_median": step, "gpu_ms_per_step": gpu, "peak_alloc_mb": peak,
         "gpu_busy_fraction": gpu / step if step else None, "point_id": f"{model}/{backend}/{rep}",
@@ -266,7 +266,7 @@ def _paired_summary(model: str, status: dict | None = None) -> pd.DataFrame:
                          "device_name": "Test GPU"})  # fmt: skip
     blocks = pd.DataFrame(rows, columns=paired_stats.BLOCK_COLUMNS)
     summary = paired_stats.summarize(blocks, ["eager", "sdpa"], "eager", 0.05, 1.0, status)
-    point = {"model_name": model, "scale": sweep.scale_of(model), "imgsz": 640, "batch": 8,
+    point = {"model_name": model, "scale": grid.scale_of(model), "imgsz": 640, "batch": 8,
              "compile": "off"}  # fmt: skip
     return sweep_tables.paired_cell(summary, point)
 

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnbench import host
+from attnbench import grid, host
 from attnbench.backends import registry as backends
 from attnbench.backends.patch import use_backend
 from attnbench.errors import UserError
-from attnbench.inference import plan as inference
 from attnbench.inference.model import load_yolo, run_dtype
 
 LOG = logging.getLogger(__name__)
@@ -178,7 +177,7 @@ def agreement(model_yaml: str, weights: Mapping[str, Any], backend_names: Sequen
             )
     return {
         "model": model_yaml,
-        "model_name": inference.stem(model_yaml),
+        "model_name": grid.stem(model_yaml),
         "baseline": baseline,
         "dtype_requested": dtype_name,
         "dtype": host.dtype_name(dtype),

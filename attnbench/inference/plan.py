@@ -37,16 +37,12 @@ PUBLISHED = (
 
 
 @dataclass(frozen=True)
-class Job:
-    model: str  # the yaml, e.g. yolo12n.yaml
-    imgsz: int
-    batch: int
-    compile: str  # a grid.COMPILE_NAMES value
-    backend: str
+class Job(grid.Cell):
+    backend: str = ""
 
     @property
     def id(self) -> str:
-        return f"{stem(self.model)}/imgsz{self.imgsz}/b{self.batch}/{self.compile}/{self.backend}"
+        return f"{self.cell}/{self.backend}"
 
     @property
     def path(self) -> str:
@@ -119,12 +115,7 @@ class Plan:
         return {
             "id": job.id,
             "force_id": job.force_id,
-            "model": job.model,
-            "model_name": stem(job.model),
-            "scale": scale_of(job.model),
-            "imgsz": job.imgsz,
-            "batch": job.batch,
-            "compile": job.compile,
+            **job.cell_spec(),
             "backend": job.backend,
             "baseline": self.baseline,
             "planned_position": position,

@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench import io
 from attnbench.inference import plan as inference
 from attnbench.report import section_report
 from attnbench.report.formatting import blank, na_text, num, yes_no
@@ -85,14 +84,12 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
     """What inference.html.j2 shows; None without an inference run (no inference.csv)."""
     from attnbench.report.formatting import text_table
 
-    found = section_report.by_stem(tables)
-    if "inference" not in found:
+    found = section_report.section_tables(
+        tables, "inference", "inference_max_imgsz", "inference_agreement"
+    )
+    if found is None:
         return None
-    jobs = io.read_csv(found["inference"])
-    if jobs.empty:
-        return None
-    max_imgsz = section_report.optional_table(found, "inference_max_imgsz")
-    agreement = section_report.optional_table(found, "inference_agreement")
+    jobs, max_imgsz, agreement = found
     failed = lambda r: "" if r.get("status") == "ok" else "failed"  # noqa: E731
     return {
         "n_jobs": len(jobs),

@@ -26,6 +26,7 @@ __all__ = [
     "optional_table",
     "section_columns",
     "section_figures",
+    "section_tables",
     "status_counts",
 ]
 
@@ -38,6 +39,20 @@ def by_stem(paths: Iterable[str | os.PathLike]) -> dict[str, Path]:
 def optional_table(found: Mapping[str, Path], name: str) -> pd.DataFrame:
     """The table `name` among `found`, or an empty frame when the section did not write it."""
     return io.read_csv(found[name]) if name in found else pd.DataFrame()
+
+
+def section_tables(
+    tables: Iterable[str | os.PathLike], main: str, *optional: str
+) -> tuple[pd.DataFrame, ...] | None:
+    """A section's main table and its optional ones (empty frames when absent), or None
+    when the main table is missing or empty (the section did not run)."""
+    found = by_stem(tables)
+    if main not in found:
+        return None
+    frame = io.read_csv(found[main])
+    if frame.empty:
+        return None
+    return (frame, *(optional_table(found, name) for name in optional))
 
 
 def status_counts(frame: pd.DataFrame) -> str:

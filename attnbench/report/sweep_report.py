@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench import io
 from attnbench.report import section_report
 from attnbench.report.formatting import blank, fmt_ratio, interval, is_finite, na_text, num, yes_no
 from attnbench.sweep import plan as sweep
@@ -78,15 +77,12 @@ def context(tables: Iterable[str | os.PathLike], plots: Iterable[str | os.PathLi
     """What sweep.html.j2 shows; None without a sweep (no sweep.csv among `tables`)."""
     from attnbench.report.formatting import text_table
 
-    found = section_report.by_stem(tables)
-    if "sweep" not in found:
+    found = section_report.section_tables(
+        tables, "sweep", "sweep_summary", "sweep_paired", "sweep_max_batch"
+    )
+    if found is None:
         return None
-    points = io.read_csv(found["sweep"])
-    if points.empty:
-        return None
-    summary = section_report.optional_table(found, "sweep_summary")
-    paired = section_report.optional_table(found, "sweep_paired")
-    max_batch = section_report.optional_table(found, "sweep_max_batch")
+    points, summary, paired, max_batch = found
     timed = paired[paired["status"] != "skipped"] if not paired.empty else paired
     return {
         "baseline": baseline,

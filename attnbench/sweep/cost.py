@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from attnbench import backend_records
-from attnbench.sweep.plan import Plan, scale_of
+from attnbench.grid import scale_of
+from attnbench.sweep.plan import Plan
 from attnbench.timing.plan import whole_cycles
 
 # Ultralytics' GFLOPs at imgsz 640 (YOLO12 model card); training ~ 3x forward.

@@ -137,13 +137,13 @@ def find_max_batch(
     """One search's JSON: the largest batch, the first that ran out of memory, every probe."""
     kernel = schedule.kernel_of(backend)
     dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
-    probe_id = f"max_batch/{sweep.stem(model_yaml)}/imgsz{imgsz}/{backend}"
+    probe_id = f"max_batch/{grid.stem(model_yaml)}/imgsz{imgsz}/{backend}"
     info = {**train, "epochs": None, "batch": None, "imgsz": imgsz}
     result = training.base_metrics(backend, 0, info, device)
     result.update(
         {
             "model": model_yaml,
-            "model_name": sweep.stem(model_yaml),
+            "model_name": grid.stem(model_yaml),
             "scale": grid.scale_of(model_yaml),
             "dtype": host.dtype_name(dtype),
             "steps_per_probe": limits["steps"],

@@ -24,7 +24,7 @@ from typing import Any
 
 from attnbench import grid
 from attnbench.errors import ConfigError
-from attnbench.grid import scale_of, stem
+from attnbench.grid import stem
 
 ROOT = "results/sweep"
 MAX_BATCH_ROOT = f"{ROOT}/max_batch"
@@ -40,27 +40,18 @@ PRIORITY_BASE = 500_000
 
 
 @dataclass(frozen=True)
-class Group:
+class Group(grid.Cell):
     """One (model, imgsz, batch, compile) cell: the points that share a data loader."""
-
-    model: str
-    imgsz: int
-    batch: int
-    compile: str
 
     @property
     def id(self) -> str:
-        return f"{stem(self.model)}/imgsz{self.imgsz}/b{self.batch}/{self.compile}"
+        return self.cell
 
 
 @dataclass(frozen=True)
-class Point:
-    model: str  # the yaml, e.g. yolo12n.yaml
-    imgsz: int
-    batch: int
-    compile: str  # a grid.COMPILE_NAMES value
-    backend: str
-    rep: int
+class Point(grid.Cell):
+    backend: str = ""
+    rep: int = 0
 
     @property
     def group(self) -> Group:
@@ -68,7 +59,7 @@ class Point:
 
     @property
     def id(self) -> str:
-        return f"{self.group.id}/{self.backend}/rep{self.rep}"
+        return f"{self.cell}/{self.backend}/rep{self.rep}"
 
     @property
     def path(self) -> str:
@@ -83,12 +74,7 @@ class Point:
         """What a job needs to run the point (rule params), with its place in the job."""
         return {
             "id": self.id,
-            "model": self.model,
-            "model_name": stem(self.model),
-            "scale": scale_of(self.model),
-            "imgsz": self.imgsz,
-            "batch": self.batch,
-            "compile": self.compile,
+            **self.cell_spec(),
             "backend": self.backend,
             "rep": self.rep,
             "seed": self.seed,
@@ -204,12 +190,7 @@ class Plan:
     def paired_point(self, group: Group) -> dict[str, Any]:
         """The (model, imgsz, batch) and arms of a cell's paired timing (the rule's params)."""
         return {
-            "model": group.model,
-            "model_name": stem(group.model),
-            "scale": scale_of(group.model),
-            "imgsz": group.imgsz,
-            "batch": group.batch,
-            "compile": group.compile,
+            **group.cell_spec(),
             "arms": list(self.backends),
             "baseline": self.baseline,
             "point_id": f"sweep_paired/{stem(group.model)}/imgsz{group.imgsz}/b{group.batch}",

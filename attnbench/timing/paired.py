@@ -427,14 +427,8 @@ def _arm_record(arm: Arm) -> dict[str, Any]:
     return record
 
 
-def measure(
-    settings: dict[str, Any],
-    train: dict[str, Any],
-    data_yaml: str,
-    workdir: str | Path,
-    device: torch.device,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """`run`, then its statistics: (blocks frame, summary frame, timing.json's record).
+def statistics(result: dict[str, Any], settings: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """The statistics of a `run`'s result: (blocks frame, summary frame, timing.json's record).
 
     The summary (`attnbench.timing.paired_stats.summarize`) keeps an arm that did not time
     (unavailable, mismatch, oom) as a row with its status and reason, not an error.
@@ -443,7 +437,6 @@ def measure(
 
     from attnbench.timing import paired_stats
 
-    result = run(settings, train, data_yaml, workdir, device)
     info = result["info"]
     blocks = pd.DataFrame(result["blocks"], columns=paired_stats.BLOCK_COLUMNS)
     status = {name: (arm["status"], arm["reason"]) for name, arm in info["arms"].items()}
@@ -465,14 +458,16 @@ def job_measure(
     scratch: str | Path,
     blocks_path: str | Path,
 ) -> tuple[Any, dict[str, Any]]:
-    """A rule's paired timing (rules paired_timing and sweep_paired): `measure` in the GPU
+    """A rule's paired timing (rules paired_timing and sweep_paired): `run` and its
+    `statistics` in the GPU
     slot of `job` (attnbench.env.scriptutil.gpu_job), its scratch removed, blocks.csv
     written, each ratio logged. Returns (summary frame, timing.json's record)."""
     import shutil
 
     from attnbench.io import atomic_path
 
-    blocks, summary, info = measure(settings, train, data_yaml, scratch, job.device)
+    result = run(settings, train, data_yaml, scratch, job.device)
+    blocks, summary, info = statistics(result, settings)
     shutil.rmtree(scratch, ignore_errors=True)
     info["gpu_slot"] = ",".join(job.slot.devices) or None
     with atomic_path(blocks_path) as tmp:
