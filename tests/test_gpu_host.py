@@ -156,17 +156,18 @@ def test_the_study_manifest_is_the_recorded_subset() -> None:
 # dag.sh with stand-in packages: a staging call, and the hard limit.
 
 FAKE_SNAKEMAKE = """
-import os, signal, subprocess, sys, time
+import signal
+def graceful(*_):
+    print("Will exit after finishing currently running jobs (scheduler).", flush=True)
+signal.signal(signal.SIGTERM, graceful)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worst case: only SIGKILL ends it
+import os, subprocess
 from pathlib import Path
 Path("results").mkdir(exist_ok=True)
 Path("results/done.txt").write_text("a job's output\\n")
 job = subprocess.Popen(["sleep", "120"])  # a job that outlives every deadline
 Path("pids").write_text(f"{os.getpid()} {job.pid}\\n")
 print("Finished jobid: 1 (Rule: fetch_dataset)", flush=True)
-def graceful(*_):
-    print("Will exit after finishing currently running jobs (scheduler).", flush=True)
-signal.signal(signal.SIGTERM, graceful)
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worst case: only SIGKILL ends it
 job.wait()
 """
 
@@ -222,12 +223,16 @@ def test_dag_staging_call_then_a_missing_part_stops_before_snakemake(staged, tmp
 
 def test_dag_hard_limit_kills_the_jobs_and_still_packs(tmp_path) -> None:
     repo = _fake_repo(tmp_path)
+    (repo / "results").mkdir()
+    (repo / "results" / "earlier.txt").write_text("the last call's results\n")
     out = tmp_path / "out"
-    run = _dag(repo, out, "t", "c.yaml", "1", HARD_LIMIT_S="8")
-    assert "deadline 1 s: Snakemake starts no new job" in run.stdout, run.stdout + run.stderr
-    assert "hard limit 8 s" in run.stdout
+    # The deadline comes after the stand-in's start (a real Snakemake takes its SIGTERM as
+    # graceful once its scheduler runs; before that, it just ends: no job has started).
+    run = _dag(repo, out, "t", "c.yaml", "4", HARD_LIMIT_S="12")
+    assert "deadline 4 s: Snakemake starts no new job" in run.stdout, run.stdout + run.stderr
+    assert "hard limit 12 s" in run.stdout
     with tarfile.open(out / "t.tar.gz") as archive:
-        assert "results/done.txt" in archive.getnames()
+        assert {"results/earlier.txt", "results/done.txt"} <= set(archive.getnames())
     time.sleep(0.5)  # the orphaned job is reaped by init
     for pid in map(int, (repo / "pids").read_text().split()):
         stat = Path(f"/proc/{pid}/stat")
