@@ -55,13 +55,13 @@ rule all:
         timing_targets(),
 
 
-# The sweep alone: snakemake sweep --configfile docs/reference/h200/sweep/config.yaml
+# The sweep alone: snakemake sweep --configfile docs/reference/gpu/sweep/config.yaml
 rule sweep:
     input:
         sweep_targets(),
 
 
-# Inference alone: snakemake inference --configfile docs/reference/h200/inference/config.yaml
+# Inference alone: snakemake inference --configfile docs/reference/gpu/inference/config.yaml
 rule inference:
     input:
         inference_targets(),

@@ -1,6 +1,6 @@
 """Render a sweep run's RESULTS.md from its tables, so no number in it is typed.
 
-    python benchmarks/sweep_readme.py docs/reference/h200/sweep --from results/tables
+    python benchmarks/sweep_readme.py docs/reference/gpu/sweep --from results/tables
 
 `--from` first copies sweep_paired.csv and sweep_summary.csv (and sweep_max_batch.csv
 when there is one) of rule sweep_aggregate into the folder; then RESULTS.md is written

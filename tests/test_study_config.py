@@ -1,8 +1,10 @@
-"""The H200 reference study's configs (docs/reference/h200/study): they validate against the
-schema, and `snakemake -n` plans the jobs the README counts, with jobs_per_gpu's resources."""
+"""The 20-epoch study's config (docs/reference/gpu/study, issue 23): it validates against the
+schema with the seed study's settings, and `snakemake -n` plans the jobs the README counts,
+with jobs_per_gpu's resources, and only the dataset and train jobs `--until train`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,8 @@ from workflow_helpers import REPO, job_stats, output_of, prepare_workdir, snakem
 from attnbench import config as cfg
 from attnbench.train import schedule
 
-STUDY = REPO / "docs" / "reference" / "h200" / "study"
-ACCURACY, TIMING = STUDY / "config.yaml", STUDY / "timing.yaml"
+STUDY = REPO / "docs" / "reference" / "gpu" / "study"
+ACCURACY = STUDY / "config.yaml"
 BACKENDS = ["eager", "sdpa", "sdpa_cudnn", "sdpa_flash", "flash_attn"]
 
 
@@ -27,33 +29,39 @@ def _dataset(root: Path) -> None:
 
 
 @pytest.fixture
-def study_dirs(tmp_path: Path) -> tuple[Path, Path]:
-    accuracy = prepare_workdir(tmp_path / "study")
-    timing = prepare_workdir(accuracy / "timing")
-    _dataset(accuracy / ".gpu" / "study-data" / "crop-or-weed")
-    return accuracy, timing
+def study_dir(tmp_path: Path) -> Path:
+    workdir = prepare_workdir(tmp_path / "study")
+    _dataset(workdir / ".gpu" / "study-data" / "crop-or-weed")
+    return workdir
 
 
-@pytest.mark.parametrize(("path", "per_gpu"), [(ACCURACY, 4), (TIMING, 1)])
-def test_study_configs_validate_with_the_seed_study_settings(
-    study_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, path: Path, per_gpu: int
+def test_study_config_validates_with_the_seed_study_settings(
+    study_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(study_dirs[0] if path == ACCURACY else study_dirs[1])
-    config = cfg.validate(yaml.safe_load(path.read_text()))
+    monkeypatch.chdir(study_dir)
+    config = cfg.validate(yaml.safe_load(ACCURACY.read_text()))
     train = config["train"]
-    assert train["jobs_per_gpu"] == per_gpu
+    assert train["jobs_per_gpu"] == 2
     assert (train["model"], train["batch"], train["imgsz"]) == ("yolo12n.yaml", 8, 640)
     assert (train["optimizer"], train["lr0"], train["amp"]) == ("AdamW", 0.001, True)
-    assert train["epochs"] == (20 if path == ACCURACY else 3)
-    assert config["backends"] == BACKENDS and len(config["seeds"]) >= 5
+    assert train["epochs"] == 20
+    assert config["backends"] == BACKENDS and config["seeds"] == [0, 1, 2, 3, 4]
     assert config["analysis"]["replica"] and config["analysis"]["baseline"] == "eager"
     assert config["analysis"]["tost_margin"] == 0.01
     assert config["dataset"]["source"] == "local"
+    assert config["dataset"]["local"] == ".gpu/study-data/crop-or-weed"
+    assert not config["paired_timing"]["enabled"]  # speed: docs/reference/gpu/timing
 
 
-def test_accuracy_study_plans_30_shared_train_jobs(study_dirs: tuple[Path, Path]) -> None:
-    workdir = study_dirs[0]
-    text = output_of(snakemake(workdir, "-n", "--cores", "16", configfile=ACCURACY))
+def test_study_data_is_the_manifests_subset() -> None:
+    manifest = json.loads((STUDY / "dataset.json").read_text())
+    assert manifest["dataset"] == "crop-or-weed"
+    assert manifest["splits"]["train"]["images"] >= 1000
+    assert manifest["splits"]["valid"]["images"] == 260  # the whole validation split
+
+
+def test_study_plans_30_shared_train_jobs(study_dir: Path) -> None:
+    text = output_of(snakemake(study_dir, "-n", "all", "--cores", "16", configfile=ACCURACY))
     arms = schedule.arms(BACKENDS, "eager", True)
     assert len(arms) == 6
     assert job_stats(text) == {
@@ -62,13 +70,14 @@ def test_accuracy_study_plans_30_shared_train_jobs(study_dirs: tuple[Path, Path]
         "aggregate": 1, "plots": 1, "report": 1, "all": 1,
     }  # fmt: skip
     # On this CPU host GPU_JOBS is 0, so resources read 0; the key reaches the jobs.
-    assert "jobs_per_gpu=4" in text
+    assert "jobs_per_gpu=2" in text
 
 
-def test_timing_study_plans_30_train_jobs_in_its_own_folder(study_dirs: tuple[Path, Path]) -> None:
-    workdir = study_dirs[1]
-    text = output_of(snakemake(workdir, "-n", "--cores", "16", configfile=TIMING))
-    stats = job_stats(text)
-    assert stats["train"] == 6 * 5 and stats["report"] == 1
-    assert "jobs_per_gpu=1" in text
-    assert "local-crop-or-weed" in text  # ../.gpu/study-data, resolved from timing/
+def test_train_calls_plan_only_the_dataset_and_the_train_jobs(study_dir: Path) -> None:
+    """The T calls of the README (SMK_ARGS="--until train")."""
+    text = output_of(
+        snakemake(study_dir, "-n", "all", "--until", "train", "--cores", "16", configfile=ACCURACY)
+    )
+    assert job_stats(text) == {
+        "fetch_dataset": 1, "validate_dataset": 1, "build_flash_attn": 1, "train": 30,
+    }  # fmt: skip

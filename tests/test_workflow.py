@@ -14,6 +14,7 @@ import yaml
 from workflow_helpers import (
     DEMO_CONFIG,
     REPO,
+    carried_subset,
     config_variant,
     job_stats,
     output_of,
@@ -211,7 +212,7 @@ def test_roboflow_timeout_on_the_demo_refetches_nothing(workdir, tmp_path):
 
 
 REASON_MAX = 500  # characters: a reason line one can read (issue 25: the report's was 4,431)
-REFERENCE = REPO / "docs" / "reference" / "h200"
+REFERENCE = REPO / "docs" / "reference" / "gpu"
 
 
 def test_new_title_gives_a_short_reason_line(workdir, tmp_path):
@@ -235,10 +236,10 @@ def test_other_configs_give_short_reason_lines(workdir, configfile):
     job would run in at most REASON_MAX characters: one param per setting (cfg.keyed), so a
     changed setting shows itself and nothing else. Snakemake's own lists of files (every
     input of a gathering rule) are counted here, not measured: they are not params. The
-    reference configs fetch from Roboflow, whose key is checked when the DAG is planned; a
-    dry run downloads nothing, so a placeholder key lets it plan."""
-    key = {"ROBOFLOW_API_KEY": "dry-run-placeholder"} if configfile else None
-    text = output_of(snakemake(workdir, "-n", "--cores", "2", configfile=configfile, env=key))
+    GPU configs read the carried subset under .gpu/data: a stand-in lets them plan."""
+    if configfile:
+        carried_subset(workdir)
+    text = output_of(snakemake(workdir, "-n", "--cores", "2", configfile=configfile))
     reasons = reason_lines(text)
     assert any("Params have changed" in r for r in reasons)
     too_long = [r[:300] for r in map(without_file_lists, reasons) if len(r) > REASON_MAX]

@@ -36,6 +36,18 @@ def prepare_workdir(workdir: Path) -> Path:
     return workdir
 
 
+def carried_subset(workdir: Path) -> None:
+    """A stand-in for the GPU-host reference configs' carried subset,
+    `.gpu/data/crop-or-weed` (docs/reference/gpu/*/config.yaml): loading such a config
+    checks only that the folder is there, and the carried data is not in a clone."""
+    root = workdir / ".gpu" / "data" / "crop-or-weed"
+    (root / "data.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (root / "data.yaml").write_text("names: [crop, weed]\nnc: 2\n")
+    for split in ("train", "valid"):
+        for sub in ("images", "labels"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+
+
 def clean_env() -> dict[str, str]:
     """This process's environment without a Roboflow key, so `source: auto` means the demo."""
     return {k: v for k, v in os.environ.items() if k != "ROBOFLOW_API_KEY"}

@@ -195,7 +195,8 @@ def _arms(config: Mapping[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- #
-# What the grid costs on one GPU: a model, stated in docs/reference/h200/inference/README.md
+# What the grid costs on one GPU: a model from H200 figures (FACTS §7);
+# docs/reference/gpu/inference/README.md estimates from the H100 smoke run instead
 
 JOB_START_S = 15.0  # Python, torch, CUDA context, Ultralytics, backend check, model load
 # Eager fp16 forward time of one image at imgsz 640 on an H200, per GFLOP: FACTS §7 gives

@@ -5,7 +5,7 @@ A point is one short training (fresh model, warm-up plus `steps` timed iteration
 no epoch end, no validation) at one (model, imgsz, batch, compile, backend, repeat).
 Points of one (model, imgsz, batch, compile) cell form a group, and one job runs a
 group in one process that shares the data loader, its points in a seeded random
-order, interleaved across backends within each repeat (docs/reference/h200/sweep/README.md says what
+order, interleaved across backends within each repeat (docs/reference/gpu/sweep/README.md says what
 isolation that gives and why it is not one process per point). The points give GPU time,
 attention time and peak memory; the wall-time ratios come from a paired job per compile-off
 cell (rule sweep_paired: `attnbench.timing.paired` over the sweep's backends, settings

@@ -11,13 +11,23 @@
 #   2. record the machine in $OUT/environment.txt;
 #   3. pin the dataset's mtimes (the local dataset's fingerprint hashes them) and unpack
 #      the last call's results and Snakemake metadata;
-#   4. run Snakemake on TARGETs in the background, stopped at DEADLINE_S (a stopped job is
-#      incomplete and reruns next time: rerun-incomplete in profiles/default);
+#   4. run Snakemake on TARGETs in the background; at DEADLINE_S it gets SIGTERM, which
+#      Snakemake 9 takes as "start no new job, finish the running ones" (graceful); at
+#      HARD_LIMIT_S (default 570) what still runs is killed (incomplete: rerun next time,
+#      rerun-incomplete in profiles/default), so that step 6 runs before the call's 600 s;
 #   5. with --gpu-tests, once the DAG finished, `pytest -m gpu` into $OUT/gpu_tests.log;
 #   6. pack results (no weights, no images) into $OUT/NAME.tar.gz: carry it back next time.
+# So DEADLINE_S is the last moment a job may START: choose it as HARD_LIMIT_S minus the
+# longest job the DAG may start (a 20-epoch train job: minutes).
 # Environment: GPU_SLOTS (default 2) is --resources gpu_slots (train.jobs_per_gpu jobs share
 # a GPU); GPU_DATA (default .gpu/data) is the folder of carried datasets, as the config's
-# dataset.local names it (the H200 study's configs use .gpu/study-data).
+# dataset.local names it (the study uses .gpu/study-data); GPU_MANIFEST names a committed
+# manifest of tools/gpu-host/stage_parts.py: the dataset comes in parts (GPU_DATA/partN, one
+# a call), assembled into GPU_DATA/<dataset> and checked against the manifest's digest
+# before Snakemake runs (a missing part: one line naming it, exit 3); GPU_STAGE_ONLY=1 makes
+# a staging call: wheels and the parts carried so far, no Snakemake, no archive;
+# SMK_ARGS: more Snakemake options, e.g. "--until train"; POLL_S (default 10): how often
+# the deadlines are checked (tests/test_gpu_host.py runs it with a stand-in Snakemake).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -34,16 +44,28 @@ OUTDIR=${OUT:-$REPO/results/gpu-host}
 mkdir -p "$OUTDIR"
 start=$SECONDS
 
-# 1. Wheels.
-if ! PYTHONPATH=/tmp/site python3 -c "import snakemake, ultralytics, flash_attn, polars" 2>/dev/null; then
+# 1. Wheels (GPU_SITE: another folder, for tests/test_gpu_host.py's stand-in packages).
+SITE=${GPU_SITE:-/tmp/site}
+if ! PYTHONPATH=$SITE python3 -c "import snakemake, ultralytics, flash_attn, polars" 2>/dev/null; then
   ls .gpu/whl/*.whl .gpu/wheels/*.whl >/dev/null || { echo "no wheels here: carry .gpu/whl .gpu/wheels" >&2; exit 2; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .gpu/whl/*.whl .gpu/wheels/*.whl || exit 1
+    --target "$SITE" .gpu/whl/*.whl .gpu/wheels/*.whl || exit 1
 fi
-export PYTHONPATH=/tmp/site:$REPO PATH=/tmp/site/bin:$PATH
+export PYTHONPATH=$SITE:$REPO PATH=$SITE/bin:$PATH
+
+# 1b. A dataset carried in parts (tools/gpu-host/stage_parts.py): assemble and check it.
+DATA=$REPO/${GPU_DATA:-.gpu/data}
+if [ -n "${GPU_MANIFEST:-}" ]; then
+  if [ "${GPU_STAGE_ONLY:-0}" = 1 ]; then
+    python3 tools/gpu-host/stage_parts.py assemble "${GPU_DATA:-.gpu/data}" "$GPU_MANIFEST" --partial
+    staged=$?; echo "staging call: no Snakemake, no archive ($(( SECONDS - start )) s)"; exit $staged
+  fi
+  python3 tools/gpu-host/stage_parts.py assemble "${GPU_DATA:-.gpu/data}" "$GPU_MANIFEST" || exit 3
+elif [ "${GPU_STAGE_ONLY:-0}" = 1 ]; then
+  echo "staging call: wheels in $SITE ($(( SECONDS - start )) s)"; exit 0
+fi
 
 # 2. The machine.
-DATA=$REPO/${GPU_DATA:-.gpu/data}
 {
   date -u +"%Y-%m-%dT%H:%M:%SZ"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -68,6 +90,7 @@ PY
 
 # 3. Data and resume.
 [ -d "$DATA" ] && find "$DATA" -exec touch -h -d @1700000000 {} +
+rm -rf "$REPO/.snakemake/locks"  # left by a run killed at the hard limit on this warm host
 if [ -f "$REPO/.gpu/resume/$NAME.tar.gz" ]; then
   tar xzf "$REPO/.gpu/resume/$NAME.tar.gz" -C "$REPO" || exit 1
   echo "resumed from .gpu/resume/$NAME.tar.gz"
@@ -81,16 +104,30 @@ for source in "$REPO"/results/data/local-*/source; do  # the images were left ou
   done
 done
 
-# 4. Snakemake, stopped at the deadline.
-echo "targets: ${TARGETS[*]}"
-python3 -m snakemake "${TARGETS[@]}" --cores all --resources gpu=1 gpu_slots="${GPU_SLOTS:-2}" \
-  --scheduler greedy --keep-going --configfile "$CONFIG" >"$OUTDIR/snakemake.log" 2>&1 &
+# 4. Snakemake: no new job after the deadline, nothing running after the hard limit.
+HARD=${HARD_LIMIT_S:-570}
+read -r -a SMK_EXTRA <<<"${SMK_ARGS:-}"
+echo "targets: ${TARGETS[*]} ${SMK_EXTRA[*]}; deadline ${DEADLINE} s, hard limit ${HARD} s"
+# Its own process group (setsid does not fork here: same pid), so the hard limit can end
+# the jobs too.
+SETSID=(); command -v setsid >/dev/null && SETSID=(setsid)
+"${SETSID[@]}" python3 -m snakemake "${TARGETS[@]}" "${SMK_EXTRA[@]}" --cores all \
+  --resources gpu=1 gpu_slots="${GPU_SLOTS:-2}" --scheduler greedy --keep-going \
+  --configfile "$CONFIG" >"$OUTDIR/snakemake.log" 2>&1 &
 SMK=$!
+stopping=0
 while kill -0 "$SMK" 2>/dev/null; do
-  if (( SECONDS - start >= DEADLINE )); then
-    echo "deadline ${DEADLINE} s: stopping Snakemake"; kill -TERM "$SMK"; sleep 20; break
+  if (( SECONDS - start >= HARD )); then
+    echo "hard limit ${HARD} s: killing Snakemake and its running jobs (incomplete: rerun next call)"
+    kill -INT "$SMK"; sleep "${POLL_S:-8}"
+    if (( ${#SETSID[@]} )); then kill -KILL -- "-$SMK" 2>/dev/null; else kill -KILL "$SMK" 2>/dev/null; fi
+    break
   fi
-  sleep 10
+  if (( !stopping && SECONDS - start >= DEADLINE )); then
+    echo "deadline ${DEADLINE} s: Snakemake starts no new job and finishes the running ones"
+    kill -TERM "$SMK"; stopping=1
+  fi
+  sleep "${POLL_S:-10}"
   echo "$(( SECONDS - start )) s: $(grep -c '^Finished job\|^Finished jobid' "$OUTDIR/snakemake.log") jobs finished; $(tail -n 1 "$OUTDIR/snakemake.log" | cut -c1-120)"
 done
 wait "$SMK"; rc=$?
@@ -100,9 +137,14 @@ tail -n 3 "$OUTDIR/snakemake.log"
 
 # 5. The GPU-marked tests, once the DAG is through.
 if (( GPU_TESTS )) && (( rc == 0 )); then
-  budget=$(( DEADLINE + 30 - (SECONDS - start) )); (( budget > 60 )) || budget=60
-  timeout "$budget" python3 -m pytest -p no:cacheprovider -m gpu -q tests >"$OUTDIR/gpu_tests.log" 2>&1
-  echo "pytest -m gpu exit $?"; tail -n 15 "$OUTDIR/gpu_tests.log"
+  # Within the hard limit, so that step 6 still packs before the call's 600 s.
+  budget=$(( HARD - (SECONDS - start) ))
+  if (( budget >= 30 )); then
+    timeout "$budget" python3 -m pytest -p no:cacheprovider -m gpu -q tests >"$OUTDIR/gpu_tests.log" 2>&1
+    echo "pytest -m gpu exit $? (at most ${budget} s)"; tail -n 15 "$OUTDIR/gpu_tests.log"
+  else
+    echo "pytest -m gpu not run: ${budget} s left before the hard limit; run it next call"
+  fi
 fi
 
 # 6. Pack.
