@@ -3,7 +3,6 @@ seeded random weights), fused and in eval mode in the job's dtype, compiled when
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 
 from attnbench import grid, host
+from attnbench.data.digest import file_sha256
 from attnbench.errors import UserError
 
 
@@ -19,14 +19,6 @@ def run_dtype(requested: str, device: torch.device) -> tuple[torch.dtype, str | 
     if device.type == "cpu" and requested != "fp32":
         return torch.float32, f"{requested} requested; a CPU runs fp32"
     return host.torch_dtype(requested), None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_yolo(weights: Mapping[str, Any], nc: int | None = None) -> tuple[Any, dict[str, Any]]:
@@ -42,7 +34,7 @@ def load_yolo(weights: Mapping[str, Any], nc: int | None = None) -> tuple[Any, d
         return YOLO(best, task="detect"), {
             "weights": "trained",
             "weights_file": best,
-            "weights_sha256": _sha256(Path(best)),
+            "weights_sha256": file_sha256(best),
         }
     if weights["source"] == "train":
         raise UserError(
