@@ -42,6 +42,7 @@ def workflow_args(data_yaml: Path, train: dict[str, Any], backend: str, device) 
     from ultralytics.engine.model import Model
 
     from attnbench.train import training
+    from attnbench.train.settings import TrainSettings
 
     seen: dict[str, Any] = {}
 
@@ -52,7 +53,14 @@ def workflow_args(data_yaml: Path, train: dict[str, Any], backend: str, device) 
     original, Model.train = Model.train, capture
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            training.train_one(backend, 0, data_yaml, train, Path(tmp) / "a" / "b", device)
+            training.train_one(
+                backend,
+                0,
+                data_yaml,
+                TrainSettings.from_section(train),
+                Path(tmp) / "a" / "b",
+                device,
+            )
     except _Captured:
         pass
     finally:
@@ -75,6 +83,7 @@ def run_workflow(data_yaml: Path, train: dict, backend: str, seed: int, out: Pat
 
     from attnbench import host
     from attnbench.train import training
+    from attnbench.train.settings import TrainSettings
 
     device = host.select_device(train["device"])
     used: dict[str, Any] = {}
@@ -87,7 +96,9 @@ def run_workflow(data_yaml: Path, train: dict, backend: str, seed: int, out: Pat
     Model.train = recording
     try:
         start = time.perf_counter()
-        metrics = training.train_one(backend, seed, data_yaml, train, out, device)
+        metrics = training.train_one(
+            backend, seed, data_yaml, TrainSettings.from_section(train), out, device
+        )
         training.write_outputs(metrics, out, out / "metrics.json", out / "results.csv")
         job = time.perf_counter() - start
     finally:

@@ -67,10 +67,13 @@ def _train_settings(spec: dict[str, Any]) -> dict[str, Any]:
 def run_backend(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     from attnbench import host
     from attnbench.train import training
+    from attnbench.train.settings import TrainSettings
 
     train = _train_settings(spec)
     device = host.select_device(train["device"])
-    metrics = training.train_one(spec["arm"], spec["seed"], spec["data"], train, out, device)
+    metrics = training.train_one(
+        spec["arm"], spec["seed"], spec["data"], TrainSettings.from_section(train), out, device
+    )
     training.write_outputs(metrics, out, out / "metrics.json", out / "results.csv")
     metrics["dispatched"] = (metrics.get("provenance") or {}).get("dispatched")
     return metrics

@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from attnbench.report.formatting import fixed, markdown_table  # noqa: E402
 from attnbench.io import read_csv, write_text  # noqa: E402
+from attnbench.report.formatting import fixed, markdown_table  # noqa: E402
 
 FILES = ("sweep_paired.csv", "sweep_summary.csv")
 OPTIONAL = ("sweep_max_batch.csv",)

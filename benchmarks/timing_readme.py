@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from attnbench.report.formatting import fixed, markdown_table  # noqa: E402
 from attnbench.io import read_csv, write_text  # noqa: E402
+from attnbench.report.formatting import fixed, markdown_table  # noqa: E402
 
 FILES = ("blocks.csv", "summary.csv", "timing.json")
 OVERHEAD = "train job vs bare"

@@ -55,6 +55,7 @@ rule kernel_bench:
     resources:
         gpu=GPU_JOBS,
     params:
+        # The whole section: attnbench.measure.kernelbench reads every key of it.
         **cfg.keyed("kernels", config["kernels"]),
         device=TRAIN["device"],
     script:

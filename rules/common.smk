@@ -6,6 +6,7 @@ from pathlib import Path
 
 from attnbench import backend_records
 from attnbench.train import schedule
+from attnbench.train import settings as train_settings
 from attnbench import config as cfg
 from attnbench.errors import ConfigError
 

@@ -49,6 +49,7 @@ rule report:
     conda:
         "../envs/workflow.yaml"
     params:
+        # The whole effective train section: the page prints it (the demo's overrides applied).
         **cfg.keyed("train", TRAIN),
         title=config["report"]["title"],
         # The page shows the whole resolved config, so any change re-renders it; the script

@@ -98,7 +98,8 @@ rule sweep_point:
     resources:
         gpu=GPU_JOBS,
     params:
-        **cfg.keyed("train", TRAIN),
+        # What a point's step uses (StepSettings.KEYS): not train.epochs, model, batch...
+        **cfg.keyed("train", train_settings.pick(TRAIN, train_settings.StepSettings.KEYS)),
         points=sweep_points_param,
         settings=cfg.canonical(SWEEP_SETTINGS),
         scratch="results/sweep/.scratch/{model}-imgsz{imgsz}-b{batch}-{compile}",
@@ -156,7 +157,7 @@ rule sweep_max_batch:
     resources:
         gpu=GPU_JOBS,
     params:
-        **cfg.keyed("train", TRAIN),
+        **cfg.keyed("train", train_settings.pick(TRAIN, train_settings.ProbeSettings.KEYS)),
         searches=sweep_searches_param,
         limits=cfg.canonical(config["sweep"]["max_batch"]),
         device=TRAIN["device"],

@@ -24,8 +24,9 @@ rule train:
         gpu_slots=TRAIN_GPU_SLOTS,
         jobs_per_gpu=JOBS_PER_GPU,
     params:
-        # One param per setting (cfg.keyed): a dry run names only the settings that changed.
-        **cfg.keyed("train", TRAIN),
+        # One param per setting the run uses (cfg.keyed; TrainSettings.KEYS, the device
+        # apart): a dry run names only the settings that changed.
+        **cfg.keyed("train", train_settings.pick(TRAIN, train_settings.TrainSettings.KEYS)),
         device=TRAIN["device"],
     script:
         "../scripts/train.py"

@@ -11,10 +11,12 @@ smk = snakemake
 with gpu_job(smk) as job:
     from attnbench.io import atomic_path, write_json
     from attnbench.timing import paired as paired_timing
+    from attnbench.train.settings import StepSettings
     from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     settings, train = json_params(smk, "settings", "train")
+    step = StepSettings.from_mapping(train)
     out = Path(smk.output.summary).parent
     expected = Path(smk.params.target)
     if out != expected:
@@ -25,7 +27,7 @@ with gpu_job(smk) as job:
         job.device, job.slot.reason,
     )  # fmt: skip
     summary, info = paired_timing.job_measure(
-        job, settings, train, smk.input.data_yaml, smk.params.scratch, smk.output.blocks
+        job, settings, step, smk.input.data_yaml, smk.params.scratch, smk.output.blocks
     )
     with atomic_path(smk.output.summary) as tmp:
         summary.to_csv(tmp, index=False)

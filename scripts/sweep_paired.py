@@ -17,12 +17,13 @@ with gpu_job(smk) as job:
     from attnbench.analysis import sweep_tables
     from attnbench.io import write_json
     from attnbench.timing import paired as paired_timing
+    from attnbench.train.settings import StepSettings
     from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     (point,) = json_params(smk, "point")
     blocks_settings = settings_param(smk, "paired")
-    train = settings_param(smk, "train")
+    step = StepSettings.from_mapping(settings_param(smk, "train"))
     out = Path(smk.output.summary).parent
     if out != Path(smk.params.target):
         raise RuntimeError(f"the rule's outputs {out} are not the planned cell {smk.params.target}")
@@ -33,7 +34,7 @@ with gpu_job(smk) as job:
         settings["baseline"], job.device, job.slot.reason,
     )  # fmt: skip
     summary, info = paired_timing.job_measure(
-        job, settings, train, smk.input.data_yaml, smk.params.scratch, smk.output.blocks
+        job, settings, step, smk.input.data_yaml, smk.params.scratch, smk.output.blocks
     )
     sweep_tables.write(sweep_tables.paired_cell(summary, point), smk.output.summary)
     write_json(smk.output.info, info)

@@ -12,11 +12,12 @@ smk = snakemake
 with gpu_job(smk) as job:
     from attnbench.io import write_json
     from attnbench.sweep import run as sweep_run
+    from attnbench.train.settings import StepSettings
     from attnbench.train.ultralytics_run import offline_ultralytics
 
     offline_ultralytics(Path("results/.ultralytics").resolve())
     specs, settings = json_params(smk, "points", "settings")
-    train = settings_param(smk, "train")
+    step = StepSettings.from_mapping(settings_param(smk, "train"))
     expected = {str(Path(p)) for p in smk.output.metrics}
     planned = {spec["path"] for spec in specs}
     if planned != expected:
@@ -31,7 +32,7 @@ with gpu_job(smk) as job:
     scratch = Path(smk.params.scratch)
     job.log.info("%d points on %s (%s)", len(specs), job.device, job.slot.reason)
     results = sweep_run.run_points(
-        specs, settings, train, smk.input.data_yaml, scratch, job.device, write
+        specs, settings, step, smk.input.data_yaml, scratch, job.device, write
     )
     shutil.rmtree(scratch, ignore_errors=True)
     job.log.info("statuses: %s", sorted(r["status"] for r in results))

@@ -10,13 +10,14 @@ from attnbench.env.scriptutil import gpu_job, settings_param
 smk = snakemake
 with gpu_job(smk) as job:
     from attnbench.train import schedule, training
+    from attnbench.train.settings import TrainSettings
 
-    train = settings_param(smk, "train")
+    settings = TrainSettings.from_mapping(settings_param(smk, "train"))
     backend, seed = smk.wildcards.backend, int(smk.wildcards.seed)
     metrics_path = Path(smk.output.metrics)
     workdir = metrics_path.parent
     job.log.info("training %s seed %d on %s (%s)", backend, seed, job.device, job.slot.reason)
-    metrics = training.train_one(backend, seed, smk.input.data_yaml, train, workdir, job.device)
+    metrics = training.train_one(backend, seed, smk.input.data_yaml, settings, workdir, job.device)
     metrics["gpu_slot"] = ",".join(job.slot.devices) or None
     # Other train jobs shared this GPU by design (train.jobs_per_gpu): times are not its own.
     metrics["jobs_per_gpu"] = job.slot.jobs_per_gpu

@@ -48,6 +48,7 @@ from fixtures_runs import FakeSnakemake, NamedList, run_script
 from attnbench import config as cfg
 from attnbench.backends import registry as backends
 from attnbench.train import training
+from attnbench.train.settings import TrainSettings, pick
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +166,9 @@ def test_unavailable_backend_under_fail_policy_ends_the_job_with_one_line(tmp_pa
     job = FakeSnakemake(
         input=NamedList(data_yaml=str(tmp_path / "never-read.yaml")),
         output=NamedList(metrics=str(run / "metrics.json"), results=str(run / "results.csv")),
-        params=NamedList(train=cfg.canonical(train), device=train["device"]),
+        params=NamedList(
+            train=cfg.canonical(pick(train, TrainSettings.KEYS)), device=train["device"]
+        ),
         log=NamedList([str(tmp_path / "train.log")]),
         wildcards=NamedList(backend="sdpa_cudnn", seed="0"),
         resources=NamedList(gpu=0),
@@ -203,7 +206,9 @@ def _train_job(ref: ReferenceRun, backend: str, seed: int, root: Path, **train) 
             flash_attn=str(ref.results / "env" / "flash_attn.json"),
         ),
         output=NamedList(metrics=str(run / "metrics.json"), results=str(run / "results.csv")),
-        params=NamedList(train=cfg.canonical(settings), device=settings["device"]),
+        params=NamedList(
+            train=cfg.canonical(pick(settings, TrainSettings.KEYS)), device=settings["device"]
+        ),
         log=NamedList([str(root / "results" / "logs" / "train" / backend / f"seed{seed}.log")]),
         wildcards=NamedList(backend=backend, seed=str(seed)),
         resources=NamedList(gpu=0),

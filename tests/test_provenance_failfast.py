@@ -20,6 +20,7 @@ from training_helpers import demo_data_yaml
 from attnbench import config as cfg
 from attnbench.backends import registry as backends
 from attnbench.train import recorder
+from attnbench.train.settings import TrainSettings, pick
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def _job(tmp_path: Path, data_yaml: Path, backend: str) -> FakeSnakemake:
     return FakeSnakemake(
         input=NamedList(data_yaml=str(data_yaml), summary=str(data_yaml)),
         output=NamedList(metrics=str(out / "metrics.json"), results=str(out / "results.csv")),
-        params=NamedList(train=cfg.canonical(train), device="cpu"),
+        params=NamedList(train=cfg.canonical(pick(train, TrainSettings.KEYS)), device="cpu"),
         log=NamedList([str(tmp_path / "train.log")]),
         scriptdir=str(REPO / "scripts"),
         wildcards=NamedList(backend=backend, seed="0"),

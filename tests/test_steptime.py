@@ -19,6 +19,7 @@ from attnbench.backends import provenance
 from attnbench.backends import registry as backends
 from attnbench.measure import steptime
 from attnbench.train import training
+from attnbench.train.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -132,7 +133,9 @@ def train_settings() -> dict:
 
 def _train(backend, data_yaml, train, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    metrics = training.train_one(backend, 0, data_yaml, train, workdir, CPU)
+    metrics = training.train_one(
+        backend, 0, data_yaml, TrainSettings.from_section(train), workdir, CPU
+    )
     training.write_outputs(metrics, workdir, workdir / "metrics.json", workdir / "results.csv")
     return json.loads((workdir / "metrics.json").read_text())
 
@@ -187,5 +190,12 @@ def test_a_swapped_kernel_fails_the_run_before_its_first_epoch(
         training.RunRecorder, "on_train_epoch_start", lambda self, trainer: epochs.append(1)
     )
     with pytest.raises(provenance.ProvenanceMismatchError, match=r"sdpa_math: the profiled"):
-        training.train_one("sdpa_math", 0, data_yaml, train_settings, tmp_path / "run", CPU)
+        training.train_one(
+            "sdpa_math",
+            0,
+            data_yaml,
+            TrainSettings.from_section(train_settings),
+            tmp_path / "run",
+            CPU,
+        )
     assert epochs == []

@@ -20,6 +20,7 @@ from attnbench.sweep import max_batch
 from attnbench.sweep import plan as sweep
 from attnbench.sweep import run as sweep_run
 from attnbench.timing import paired_stats
+from attnbench.train.settings import TimingWindow
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "reference" / "gpu" / "sweep" / "config.yaml"
@@ -550,7 +551,7 @@ def test_a_point_counts_timed_steps_as_the_timer_will():
     import torch
 
     recorder = sweep_run.PointRecorder(
-        "eager", torch.device("cpu"), 1, {"warmup_iters": 1, "profile_iters": 0}, 2, "p", 2
+        "eager", torch.device("cpu"), 1, TimingWindow(warmup_iters=1, profile_iters=0), 2, "p", 2
     )
     timer = recorder.timer
     timer.epoch_start()

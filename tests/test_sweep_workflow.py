@@ -197,6 +197,42 @@ def test_changing_only_the_paired_blocks_reruns_only_what_depends_on_them(run, t
     assert job_stats(text) == expected  # not the points, searches, kernels or parity
 
 
+def _replan(run, tmp_path, name, change) -> dict[str, int]:
+    config = yaml.safe_load(TINY.read_text())
+    change(config)
+    changed = tmp_path / f"{name}.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    return job_stats(
+        output_of(snakemake(run[0], "sweep", "-n", "--cores", "2", configfile=changed))
+    )
+
+
+def test_study_only_train_settings_rerun_no_sweep_job(run, tmp_path):
+    """Narrow params: a sweep job gets only the train keys its step uses, so the study's
+    epochs, batch, imgsz, timing window, trackers and on_unavailable reach none of them."""
+
+    def study_only(config):
+        config["dataset"]["demo"].setdefault("train", {}).update(
+            epochs=5, batch=4, imgsz=128, timing={"warmup_iters": 3, "profile_iters": 1}
+        )
+        config["train"].update(on_unavailable="fail")
+
+    assert _replan(run, tmp_path, "study", study_only) == {}
+
+
+def test_a_step_setting_reruns_the_points_searches_and_paired_cells(run, tmp_path):
+    stats = _replan(run, tmp_path, "lr", lambda c: c["train"].update(lr0=0.002))
+    assert stats == {"sweep_point": 2, "sweep_paired": 2, "sweep_max_batch": 1,
+                     "sweep_aggregate": 1, "sweep_plots": 1, "sweep": 1}  # fmt: skip
+
+
+def test_provenance_steps_do_not_reach_the_largest_batch_search(run, tmp_path):
+    """The search proves no kernel (ProbeSettings has no provenance_steps)."""
+    stats = _replan(run, tmp_path, "prov", lambda c: c["train"].update(provenance_steps=2))
+    assert stats == {"sweep_point": 2, "sweep_paired": 2, "sweep_aggregate": 1,
+                     "sweep_plots": 1, "sweep": 1}  # fmt: skip
+
+
 def test_max_batch_probes(run):
     doc = json.loads(
         (

@@ -15,6 +15,7 @@ import torch
 from training_helpers import cpu_train_settings, demo_data_yaml
 
 from attnbench.train import training
+from attnbench.train.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -51,7 +52,9 @@ def _train(backend: str, seed: int, data_yaml: Path, train: dict, root: Path) ->
     """Train like scripts/train.py: results/train/<backend>/seed<seed>/ under `root`."""
     workdir = root / "results" / "train" / backend / f"seed{seed}"
     workdir.mkdir(parents=True)
-    metrics = training.train_one(backend, seed, data_yaml, train, workdir, CPU)
+    metrics = training.train_one(
+        backend, seed, data_yaml, TrainSettings.from_section(train), workdir, CPU
+    )
     training.write_outputs(metrics, workdir, workdir / "metrics.json", workdir / "results.csv")
     return json.loads((workdir / "metrics.json").read_text()), workdir / "results.csv"
 
@@ -161,4 +164,6 @@ def test_cuda_only_backend_on_cpu_is_skipped_with_reason(data_yaml, train_settin
 def test_cuda_only_backend_on_cpu_fails_when_asked(data_yaml, train_settings, tmp_path):
     strict = {**train_settings, "on_unavailable": "fail"}
     with pytest.raises(training.BackendUnavailableError, match=r"sdpa_cudnn needs a CUDA GPU"):
-        training.train_one("sdpa_cudnn", 0, data_yaml, strict, tmp_path / "run", CPU)
+        training.train_one(
+            "sdpa_cudnn", 0, data_yaml, TrainSettings.from_section(strict), tmp_path / "run", CPU
+        )

@@ -22,6 +22,7 @@ from attnbench.backends import registry as backends
 from attnbench.backends.patch import use_backend
 from attnbench.sweep import plan as sweep
 from attnbench.train import schedule, training
+from attnbench.train.settings import LoopArgs
 
 LOG = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 def probe(
     model_yaml: str, nc: int, sample: Mapping[str, Any], batch: int, backend: str,
-    train: Mapping[str, Any], steps: int, device: torch.device, probe_id: str,
+    loop: LoopArgs, cast: str, steps: int, device: torch.device, probe_id: str,
 ) -> dict[str, Any]:  # fmt: skip
     """Train `steps` steps at `batch`: status ok or oom, and the peak memory."""
     from ultralytics.cfg import get_cfg
@@ -84,7 +85,7 @@ def probe(
     from ultralytics.utils.torch_utils import ModelEMA
 
     kernel = schedule.kernel_of(backend)
-    amp = bool(train["amp"]) and device.type == "cuda"
+    amp = bool(loop.amp) and device.type == "cuda"
 
     def steps_at_batch() -> None:
         model = DetectionModel(model_yaml, nc=nc, verbose=False).to(device)
@@ -92,7 +93,7 @@ def probe(
             model = model.to(memory_format=torch.channels_last)  # as Ultralytics trains on CUDA
         model.args = get_cfg(DEFAULT_CFG)  # the loss gains
         model.train()
-        optimizer = _optimizer(train["optimizer"], model.parameters(), train["lr0"])
+        optimizer = _optimizer(loop.optimizer, model.parameters(), loop.lr0)
         ema = ModelEMA(model)
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
         data = tile(sample, batch, device)
@@ -112,7 +113,7 @@ def probe(
     t0 = time.perf_counter()
     status, reason = "ok", None
     try:
-        with use_backend(kernel, cast=train["cast"]):
+        with use_backend(kernel, cast=cast):
             steps_at_batch()  # its tensors die with its frame, before the peak is read
     except Exception as exc:
         if not host.is_oom(exc):
@@ -130,16 +131,17 @@ def probe(
 
 
 def find_max_batch(
-    model_yaml: str, imgsz: int, backend: str, data_yaml: str, train: Mapping[str, Any],
+    model_yaml: str, imgsz: int, backend: str, data_yaml: str, loop: LoopArgs, cast: str,
     limits: Mapping[str, Any], device: torch.device,
     sample: tuple[dict[str, Any], int] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One search's JSON: the largest batch, the first that ran out of memory, every probe."""
     kernel = schedule.kernel_of(backend)
-    dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
+    dtype = backends.kernel_dtype(device, loop.amp, cast)
     probe_id = f"max_batch/{grid.stem(model_yaml)}/imgsz{imgsz}/{backend}"
-    info = {**train, "epochs": None, "batch": None, "imgsz": imgsz}
-    result = training.base_metrics(backend, 0, info, device)
+    result = training.base_metrics(
+        backend, 0, device, loop, cast, epochs=None, batch=None, imgsz=imgsz
+    )
     result.update(
         {
             "model": model_yaml,
@@ -161,7 +163,7 @@ def find_max_batch(
     images, nc = sample or training_sample(data_yaml, imgsz)
     search = sweep.search_max_batch(
         lambda b: probe(
-            model_yaml, nc, images, b, backend, train, limits["steps"], device, probe_id
+            model_yaml, nc, images, b, backend, loop, cast, limits["steps"], device, probe_id
         ),
         limits["start"],
         limits["limit"],

@@ -35,6 +35,7 @@ from attnbench.backends.patch import use_backend
 from attnbench.errors import UserError
 from attnbench.train import schedule, training, ultralytics_run
 from attnbench.train.recorder import RunRecorder
+from attnbench.train.settings import StepSettings, TimingWindow
 
 LOG = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class PointRecorder(RunRecorder):
     """RunRecorder that ends the loop after warm-up, the profiled window and `steps` timed steps."""
 
     def __init__(self, backend: str, device: torch.device, provenance_steps: int,
-                 timing: dict[str, int], steps: int, point_id: str, batch: int) -> None:  # fmt: skip
+                 timing: TimingWindow, steps: int, point_id: str, batch: int) -> None:  # fmt: skip
         super().__init__(backend, device, provenance_steps, timing)
         self.steps = steps
         self.point_id = point_id
@@ -107,7 +108,7 @@ def point_args(spec: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str
 def run_point(
     spec: Mapping[str, Any],
     settings: Mapping[str, Any],
-    train: Mapping[str, Any],
+    step: StepSettings,
     data_yaml: str,
     workdir: Path,
     device: torch.device,
@@ -116,8 +117,10 @@ def run_point(
     """Train one point and return its metrics.json; OOM, mismatch and unavailable are results."""
     backend = spec["backend"]
     kernel = schedule.kernel_of(backend)
-    info = {**train, "epochs": None, "batch": spec["batch"], "imgsz": spec["imgsz"]}
-    metrics = training.base_metrics(backend, spec["seed"], info, device)
+    metrics = training.base_metrics(
+        backend, spec["seed"], device, step.loop, step.cast,
+        epochs=None, batch=spec["batch"], imgsz=spec["imgsz"],
+    )  # fmt: skip
     metrics.update(
         {k: spec[k] for k in ("id", "model", "model_name", "scale", "compile", "rep", "run_order")}
     )
@@ -133,7 +136,7 @@ def run_point(
             "forced_oom": host.forced_oom(spec["id"], spec["batch"]),
         }
     )
-    dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
+    dtype = backends.kernel_dtype(device, step.loop.amp, step.cast)
     metrics["dtype"] = host.dtype_name(dtype)
     reason = backends.check(kernel, device, dtype)
     if reason:
@@ -141,15 +144,15 @@ def run_point(
         return {**metrics, "status": "unavailable", "reason": reason}
 
     host.release(device, compiled=spec["compile"] != "off")
-    timing = {"warmup_iters": settings["warmup_iters"], "profile_iters": settings["profile_iters"]}
-    recorder = PointRecorder(kernel, device, train["provenance_steps"], timing, settings["steps"],
+    timing = TimingWindow(settings["warmup_iters"], settings["profile_iters"])
+    recorder = PointRecorder(kernel, device, step.provenance_steps, timing, settings["steps"],
                              spec["id"], spec["batch"])  # fmt: skip
     t0 = time.perf_counter()
     status, reason = "ok", None
-    with use_backend(kernel, cast=train["cast"]) as active:
+    with use_backend(kernel, cast=step.cast) as active:
         try:
             model, args = ultralytics_run.setup(
-                spec["model"], recorder, data_yaml, train, device, workdir,
+                spec["model"], recorder, data_yaml, step.loop, device, workdir,
                 **point_args(spec, settings),
             )  # fmt: skip
             model.train(trainer=loaders.trainer_class(), **args)
@@ -203,7 +206,7 @@ def _fmt(value: Any) -> str:
 def run_points(
     specs: list[Mapping[str, Any]],
     settings: Mapping[str, Any],
-    train: Mapping[str, Any],
+    step: StepSettings,
     data_yaml: str,
     workdir: Path,
     device: torch.device,
@@ -223,7 +226,7 @@ def run_points(
                 spec["seed"],
             )
             point_dir = workdir / spec["id"].replace("/", "_")
-            result = run_point(spec, settings, train, data_yaml, point_dir, device, loaders)
+            result = run_point(spec, settings, step, data_yaml, point_dir, device, loaders)
             shutil.rmtree(point_dir, ignore_errors=True)  # Ultralytics' args.yaml, empty weights/
             write(spec, result)
             results.append(result)

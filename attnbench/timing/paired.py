@@ -55,6 +55,7 @@ from attnbench.timing import plan as timing_plan
 from attnbench.timing.plan import BARE
 from attnbench.train import trackers, ultralytics_run
 from attnbench.train.recorder import RunRecorder
+from attnbench.train.settings import StepSettings, TimingWindow
 
 LOG = logging.getLogger(__name__)
 NOMINAL_BATCH = 64  # Ultralytics' nbs
@@ -111,10 +112,10 @@ def _device_name(device: torch.device) -> str | None:
     return host.device_name(device) if device.type == "cuda" else host.cpu_model()
 
 
-def _overrides(settings: dict[str, Any], train: dict[str, Any], data_yaml, workdir, device,
+def _overrides(settings: dict[str, Any], step: StepSettings, data_yaml, workdir, device,
                arm: str) -> dict[str, Any]:  # fmt: skip
     return ultralytics_run.train_args(
-        data_yaml, train, device, workdir,
+        data_yaml, step.loop, device, workdir,
         model=settings["model"], task="detect", mode="train", name=arm, epochs=1,
         batch=settings["batch"], imgsz=settings["imgsz"], seed=settings["weights_seed"],
         deterministic=settings.get("deterministic", True), warmup_epochs=0, close_mosaic=0, val=False, save=False,
@@ -122,17 +123,18 @@ def _overrides(settings: dict[str, Any], train: dict[str, Any], data_yaml, workd
     )  # fmt: skip
 
 
-def _build(arms: list[Arm], settings, train, data_yaml, workdir, device, loaders) -> None:
+def _build(arms: list[Arm], settings, step: StepSettings, data_yaml, workdir, device,
+           loaders) -> None:  # fmt: skip
     """One trainer per arm, through Ultralytics' own set-up, all on the first one's weights."""
     trainer_class = loaders.trainer_class()
-    timing = {"warmup_iters": 0, "profile_iters": 0}
+    timing = TimingWindow(warmup_iters=0, profile_iters=0)
     with trackers.integrations_off():
         for arm in arms:
             trainer = trainer_class(
-                overrides=_overrides(settings, train, data_yaml, workdir, device, arm.name)
+                overrides=_overrides(settings, step, data_yaml, workdir, device, arm.name)
             )
             if arm.kernel:
-                arm.recorder = RunRecorder(arm.kernel, device, train["provenance_steps"], timing)
+                arm.recorder = RunRecorder(arm.kernel, device, step.provenance_steps, timing)
                 arm.recorder.attach(trainer)
             trainer._setup_train()
             arm.trainer = trainer
@@ -271,7 +273,7 @@ def _fail(arm: Arm, exc: BaseException, device: torch.device) -> None:
 
 def run(
     settings: dict[str, Any],
-    train: dict[str, Any],
+    step: StepSettings,
     data_yaml: str,
     workdir: str | Path,
     device: torch.device,
@@ -286,8 +288,8 @@ def run(
     workdir = Path(workdir).resolve()
     ultralytics_run.offline_ultralytics(workdir.parent / ".ultralytics")
     ultralytics_run.offline_amp_check()
-    cast = train["cast"]
-    dtype = backends.kernel_dtype(device, train["amp"], cast)
+    cast = step.cast
+    dtype = backends.kernel_dtype(device, step.loop.amp, cast)
     arms = [Arm(a, None if a == BARE else a) for a in settings["arms"]]
     for arm in arms:
         reason = backends.check(arm.kernel, device, dtype) if arm.kernel else None
@@ -302,7 +304,7 @@ def run(
     info: dict[str, Any] = {}
     try:
         if len(live) >= 2:
-            _build(live, settings, train, data_yaml, workdir, device, loaders)
+            _build(live, settings, step, data_yaml, workdir, device, loaders)
             batches = _preload(live[0].trainer, settings["batches"])
             t_prove = time.perf_counter()
             for arm in live:
@@ -453,7 +455,7 @@ def statistics(result: dict[str, Any], settings: dict[str, Any]) -> tuple[Any, A
 def job_measure(
     job: Any,
     settings: dict[str, Any],
-    train: dict[str, Any],
+    step: StepSettings,
     data_yaml: str,
     scratch: str | Path,
     blocks_path: str | Path,
@@ -466,7 +468,7 @@ def job_measure(
 
     from attnbench.io import atomic_path
 
-    result = run(settings, train, data_yaml, scratch, job.device)
+    result = run(settings, step, data_yaml, scratch, job.device)
     blocks, summary, info = statistics(result, settings)
     shutil.rmtree(scratch, ignore_errors=True)
     info["gpu_slot"] = ",".join(job.slot.devices) or None

@@ -23,15 +23,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from attnbench.train.settings import StepSettings, pick
+
 BARE = "bare"
-# The train settings the timed step uses (not epochs or seeds: changing those reruns no
-# paired timing): rule paired_timing's and rule sweep_paired's `train` params.
-STEP_TRAIN_KEYS = ("optimizer", "lr0", "amp", "workers", "cache", "cast", "provenance_steps")
 
 
 def step_train(train: Mapping[str, Any]) -> dict[str, Any]:
-    """The effective train section cut to STEP_TRAIN_KEYS."""
-    return {k: train[k] for k in STEP_TRAIN_KEYS}
+    """The effective train section cut to the timed step's settings (StepSettings.KEYS: not
+    epochs or seeds, so changing those reruns no paired timing): rule paired_timing's and
+    rule sweep_paired's `train` params."""
+    return pick(train, StepSettings.KEYS)
 
 
 # --------------------------------------------------------------------------- #

@@ -35,6 +35,7 @@ from attnbench.backends import patch, provenance
 from attnbench.backends import registry as backends
 from attnbench.measure.profiling import HostRSS, StepClock, nvml_for
 from attnbench.measure.steptime import ProfileWindow, StepTimer, breakdown
+from attnbench.train.settings import TimingWindow
 
 LOG = logging.getLogger(__name__)
 CALLBACKS = (
@@ -101,7 +102,7 @@ class RunRecorder:
     """Attach with `attach(model)` before `model.train()`; read the attributes after."""
 
     def __init__(
-        self, backend: str, device: torch.device, provenance_steps: int, timing: dict[str, int]
+        self, backend: str, device: torch.device, provenance_steps: int, timing: TimingWindow
     ) -> None:
         self.backend = backends.get(backend)
         self.device = device
@@ -115,8 +116,8 @@ class RunRecorder:
         self._in_epoch = False
         self._epoch_index = -1
         self.clock = StepClock()
-        self.timer = StepTimer(device, int(timing["warmup_iters"]))
-        self.window = ProfileWindow(device, int(timing["profile_iters"]))
+        self.timer = StepTimer(device, timing.warmup_iters)
+        self.window = ProfileWindow(device, timing.profile_iters)
         self.window_epoch = 0
         self.window_record: dict[str, Any] | None = None
         self.rss = HostRSS()

@@ -25,6 +25,7 @@ from attnbench.backends.patch import use_backend
 from attnbench.backends.registry import BackendUnavailableError
 from attnbench.train import schedule, trackers, ultralytics_run
 from attnbench.train.recorder import RunRecorder
+from attnbench.train.settings import LoopArgs, TrainSettings
 from attnbench.train.ultralytics_run import offline_ultralytics
 
 LOG = logging.getLogger(__name__)
@@ -47,8 +48,18 @@ def _results_metrics(results_csv: Path) -> dict[str, float]:
 
 
 def base_metrics(
-    backend: str, seed: int, train: dict[str, Any], device: torch.device
+    backend: str,
+    seed: int,
+    device: torch.device,
+    loop: LoopArgs,
+    cast: str,
+    *,
+    epochs: int | None,
+    batch: int | None,
+    imgsz: int,
 ) -> dict[str, Any]:
+    """What every run's record starts with: the arm, its settings and the environment
+    (a sweep point or probe has no epochs; a probe has no one batch)."""
     from attnbench.env.envinfo import environment
 
     env = environment(device)
@@ -59,15 +70,15 @@ def base_metrics(
         "seed": seed,
         "status": None,
         "reason": None,
-        "cast": train["cast"],
-        "epochs": train["epochs"],
-        "batch": train["batch"],
-        "imgsz": train["imgsz"],
-        "amp": train["amp"],
-        "optimizer": train["optimizer"],
-        "lr0": train["lr0"],
-        "workers": train["workers"],
-        "cache": train["cache"],
+        "cast": cast,
+        "epochs": epochs,
+        "batch": batch,
+        "imgsz": imgsz,
+        "amp": loop.amp,
+        "optimizer": loop.optimizer,
+        "lr0": loop.lr0,
+        "workers": loop.workers,
+        "cache": loop.cache,
         "device": str(device),
         "device_name": env.get("gpu_name") or env.get("cpu_model"),
         "torch": env.get("torch"),
@@ -85,35 +96,42 @@ def train_one(
     backend: str,
     seed: int,
     data_yaml: str | os.PathLike,
-    train: dict[str, Any],
+    settings: TrainSettings,
     workdir: str | os.PathLike,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Train once and return metrics.json's content; raises for non-OOM failures."""
+    """Train once and return metrics.json's content; raises for non-OOM failures.
+
+    `settings` is the run's frozen train settings (TrainSettings.from_mapping of the
+    rule's params, or .from_section of an effective train section)."""
     started = time.perf_counter()
     workdir = Path(workdir).resolve()  # Ultralytics puts a relative project under its own runs_dir
     runs = workdir / "ultralytics"
     shutil.rmtree(runs, ignore_errors=True)  # a killed run restarts cleanly (no resume)
     offline_ultralytics(workdir.parent.parent / ".ultralytics")
 
-    trackers.check_loggers(train["loggers"])  # a missing tracker package fails before any work
-    metrics = base_metrics(backend, seed, train, device)
-    dtype = backends.kernel_dtype(device, train["amp"], train["cast"])
+    step, loop = settings.step, settings.step.loop
+    trackers.check_loggers(settings.loggers)  # a missing tracker package fails before any work
+    metrics = base_metrics(
+        backend, seed, device, loop, step.cast,
+        epochs=settings.epochs, batch=settings.batch, imgsz=settings.imgsz,
+    )  # fmt: skip
+    dtype = backends.kernel_dtype(device, loop.amp, step.cast)
     metrics["dtype"] = str(dtype).removeprefix("torch.")
     kernel = schedule.kernel_of(backend)  # a replica arm trains its baseline's kernel
     reason = backends.check(kernel, device, dtype)
     if reason:
-        if train["on_unavailable"] == "fail":
+        if settings.on_unavailable == "fail":
             raise BackendUnavailableError(f"{reason} (train.on_unavailable = fail)")
         LOG.warning("skipping %s: %s", backend, reason)
         return {**metrics, "status": "unavailable", "reason": reason}
 
-    recorder = RunRecorder(kernel, device, train["provenance_steps"], train["timing"])
+    recorder = RunRecorder(kernel, device, step.provenance_steps, settings.timing)
     # The harness's set-up: environment, availability check (Ultralytics' own is not in it).
     recorder.overhead.add("setup", time.perf_counter() - started)
     model, args = ultralytics_run.setup(
-        train["model"], recorder, data_yaml, train, device, workdir,
-        epochs=train["epochs"], batch=train["batch"], imgsz=train["imgsz"], seed=seed,
+        settings.model, recorder, data_yaml, loop, device, workdir,
+        epochs=settings.epochs, batch=settings.batch, imgsz=settings.imgsz, seed=seed,
         deterministic=True, verbose=True,
     )  # fmt: skip
     status, reason = "ok", None
@@ -124,8 +142,8 @@ def train_one(
     }
     # Trackers read Ultralytics' settings when the trainer is built: enter them first.
     with (
-        use_backend(kernel, cast=train["cast"]) as active,
-        trackers.tracking(train["loggers"], model, tags),
+        use_backend(kernel, cast=step.cast) as active,
+        trackers.tracking(settings.loggers, model, tags),
     ):
         try:
             model.train(**args)
@@ -180,9 +198,9 @@ def train_one(
     )
     for key, column in RESULT_COLUMNS.items():
         metrics[key] = float(final[column]) if column in final else None
-    if recorder.batch is not None and recorder.batch != train["batch"]:
+    if recorder.batch is not None and recorder.batch != settings.batch:
         raise RuntimeError(
-            f"Ultralytics changed the batch size to {recorder.batch} (asked {train['batch']})"
+            f"Ultralytics changed the batch size to {recorder.batch} (asked {settings.batch})"
         )
     return metrics
 

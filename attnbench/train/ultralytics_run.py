@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from attnbench.train.recorder import RunRecorder
+from attnbench.train.settings import LoopArgs
 
 LOG = logging.getLogger(__name__)
 
@@ -41,20 +42,16 @@ def skip_amp_check(model) -> bool:
 
 def train_args(
     data_yaml: str | os.PathLike,
-    train: dict[str, Any],
+    loop: LoopArgs,
     device: torch.device,
     workdir: str | os.PathLike,
     **args: Any,
 ) -> dict[str, Any]:
-    """The train() arguments every run shares (config `train`, device, no pretrained
+    """The train() arguments every run shares (the loop's, the device, no pretrained
     weights, no plots), updated with `args`."""
     shared = {
         "data": str(data_yaml),
-        "optimizer": train["optimizer"],
-        "lr0": train["lr0"],
-        "amp": train["amp"],
-        "workers": train["workers"],
-        "cache": train["cache"],
+        **loop.args(),
         "device": "cpu" if device.type == "cpu" else device.index or 0,
         "pretrained": False,
         "project": str(workdir),
@@ -76,7 +73,7 @@ def setup(
     weights: str,
     recorder: RunRecorder,
     data_yaml: str | os.PathLike,
-    train: dict[str, Any],
+    loop: LoopArgs,
     device: torch.device,
     workdir: str | os.PathLike,
     **args: Any,
@@ -88,7 +85,7 @@ def setup(
     offline_amp_check()  # no download of a reference model
     model = YOLO(weights, task="detect")
     recorder.attach(model)
-    return model, train_args(data_yaml, train, device, workdir, **args)
+    return model, train_args(data_yaml, loop, device, workdir, **args)
 
 
 ENDLESS_BATCHES = 10**6  # the train loader's "epoch": longer than any point
