@@ -76,7 +76,7 @@ class LoopArgs:
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any]) -> LoopArgs:
         _exactly(section, cls.KEYS, "LoopArgs")
-        return cls(**{k: section[k] for k in cls.KEYS})
+        return cls(**pick(section, cls.KEYS))
 
     def args(self) -> dict[str, Any]:
         """As train() keyword arguments."""
@@ -96,7 +96,7 @@ class StepSettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any]) -> StepSettings:
         _exactly(section, cls.KEYS, "StepSettings")
-        loop = LoopArgs.from_mapping({k: section[k] for k in LoopArgs.KEYS})
+        loop = LoopArgs.from_mapping(pick(section, LoopArgs.KEYS))
         return cls(loop, str(section["cast"]), int(section["provenance_steps"]))
 
 
@@ -113,9 +113,7 @@ class ProbeSettings:
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any]) -> ProbeSettings:
         _exactly(section, cls.KEYS, "ProbeSettings")
-        return cls(
-            LoopArgs.from_mapping({k: section[k] for k in LoopArgs.KEYS}), str(section["cast"])
-        )
+        return cls(LoopArgs.from_mapping(pick(section, LoopArgs.KEYS)), str(section["cast"]))
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ class TrainSettings:
     def from_mapping(cls, section: Mapping[str, Any]) -> TrainSettings:
         _exactly(section, cls.KEYS, "TrainSettings")
         return cls(
-            step=StepSettings.from_mapping({k: section[k] for k in StepSettings.KEYS}),
+            step=StepSettings.from_mapping(pick(section, StepSettings.KEYS)),
             model=str(section["model"]),
             epochs=int(section["epochs"]),
             batch=int(section["batch"]),
