@@ -242,5 +242,31 @@ def test_dag_hard_limit_kills_the_jobs_and_still_packs(tmp_path) -> None:
             pytest.fail(f"job {pid} outlived the hard limit")
 
 
+
+def test_dag_gives_unchanged_scripts_their_recorded_mtime_back(tmp_path) -> None:
+    """Each call copies the tree afresh: without this, every script is newer than the
+    outputs it made, and Snakemake reruns all of the DAG's script jobs on every call."""
+    repo = _fake_repo(tmp_path)
+    (repo / "scripts").mkdir()
+    same, edited = repo / "scripts" / "same.py", repo / "scripts" / "edited.py"
+    same.write_text("print('same')\n")
+    edited.write_text("print('before')\n")
+    for script in (same, edited):
+        os.utime(script, (1_700_000_000, 1_700_000_000))
+    first = _dag(repo, tmp_path / "out1", "t", "c.yaml", "30", HARD_LIMIT_S="2")
+    assert "hard limit" in first.stdout, first.stdout + first.stderr
+    (repo / ".gpu" / "resume").mkdir(parents=True)
+    shutil.copy2(tmp_path / "out1" / "t.tar.gz", repo / ".gpu" / "resume" / "t.tar.gz")
+    shutil.rmtree(repo / ".snakemake")
+    edited.write_text("print('after')\n")
+    copied = time.time()  # the next call's fresh copy of the tree
+    for script in (same, edited):
+        os.utime(script, (copied, copied))
+    second = _dag(repo, tmp_path / "out2", "t", "c.yaml", "30", HARD_LIMIT_S="2")
+    assert "scripts: 1 unchanged keep their recorded mtime, 1 changed" in second.stdout
+    assert same.stat().st_mtime == 1_700_000_000
+    assert edited.stat().st_mtime == copied
+
+
 if sys.platform != "linux":  # setsid, sha256sum, GNU touch: the host is Linux
     pytestmark = pytest.mark.skip("the GPU host is Linux")

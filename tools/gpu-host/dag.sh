@@ -16,7 +16,10 @@
 #      HARD_LIMIT_S (default 570) what still runs is killed (incomplete: rerun next time,
 #      rerun-incomplete in profiles/default), so that step 6 runs before the call's 600 s;
 #   5. with --gpu-tests, once the DAG finished, `pytest -m gpu` into $OUT/gpu_tests.log;
-#   6. pack results (no weights, no images) into $OUT/NAME.tar.gz: carry it back next time.
+#   6. pack results (no weights, no images) into $OUT/NAME.tar.gz: carry it back next time;
+#      with them each script's mtime and digest, restored in step 3 where the script is
+#      unchanged (a fresh copy of the tree is newer than every output: Snakemake would
+#      rerun every script job of the DAG on each call).
 # So DEADLINE_S is the last moment a job may START: choose it as HARD_LIMIT_S minus the
 # longest job the DAG may start (a 20-epoch train job: minutes).
 # Environment: GPU_SLOTS (default 2) is --resources gpu_slots (train.jobs_per_gpu jobs share
@@ -89,11 +92,28 @@ PY
 } 2>&1 | tee "$OUTDIR/environment.txt"
 
 # 3. Data and resume.
+MTIMES=.snakemake/script-mtimes.tsv
 [ -d "$DATA" ] && find "$DATA" -exec touch -h -d @1700000000 {} +
 rm -rf "$REPO/.snakemake/locks"  # left by a run killed at the hard limit on this warm host
 if [ -f "$REPO/.gpu/resume/$NAME.tar.gz" ]; then
   tar xzf "$REPO/.gpu/resume/$NAME.tar.gz" -C "$REPO" || exit 1
   echo "resumed from .gpu/resume/$NAME.tar.gz"
+fi
+# Every call gets a fresh copy of the tree, so every script is newer than the outputs it
+# made, and Snakemake reruns a job whose output is older than its script. Step 6 records
+# each script's mtime with its digest: a script whose content is unchanged gets its
+# recorded mtime back; a changed one keeps the copy's, and its jobs rerun.
+if [ -f "$REPO/$MTIMES" ]; then
+  kept=0 changed=0
+  while read -r mtime digest path; do
+    [ -f "$path" ] || continue
+    if [ "$(sha256sum "$path" | cut -d' ' -f1)" = "$digest" ]; then
+      touch -h -d "@$mtime" "$path" && kept=$(( kept + 1 ))
+    else
+      changed=$(( changed + 1 ))
+    fi
+  done <"$REPO/$MTIMES"
+  echo "scripts: $kept unchanged keep their recorded mtime, $changed changed (their jobs rerun)"
 fi
 for source in "$REPO"/results/data/local-*/source; do  # the images were left out of the archive
   [ -d "$source" ] || continue
@@ -147,9 +167,13 @@ if (( GPU_TESTS )) && (( rc == 0 )); then
   fi
 fi
 
-# 6. Pack.
+# 6. Pack, with the scripts' mtimes and digests (step 3).
+mkdir -p .snakemake
+find scripts -type f -exec sh -c 'for f; do
+  printf "%s %s %s\n" "$(stat -c %Y "$f")" "$(sha256sum "$f" | cut -d" " -f1)" "$f"
+done' sh {} + 2>/dev/null | sort -k3 >"$MTIMES.tmp" && mv "$MTIMES.tmp" "$MTIMES"
 tar czf "$OUTDIR/$NAME.tar.gz" --exclude='*.pt' --exclude='results/data/*/source/*/images' \
   --exclude='results/.gpu-slots' --exclude='results/env/site' --exclude='results/gpu-host' \
-  results .snakemake/metadata .snakemake/incomplete 2>/dev/null
+  results .snakemake/metadata .snakemake/incomplete "$MTIMES" 2>/dev/null
 ls -la "$OUTDIR"
 exit $rc
