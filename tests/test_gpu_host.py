@@ -242,7 +242,6 @@ def test_dag_hard_limit_kills_the_jobs_and_still_packs(tmp_path) -> None:
             pytest.fail(f"job {pid} outlived the hard limit")
 
 
-
 def test_dag_gives_unchanged_scripts_their_recorded_mtime_back(tmp_path) -> None:
     """Each call copies the tree afresh: without this, every script is newer than the
     outputs it made, and Snakemake reruns all of the DAG's script jobs on every call."""
