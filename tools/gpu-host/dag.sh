@@ -120,7 +120,7 @@ for source in "$REPO"/results/data/local-*/source; do  # the images were left ou
   name=${source%/source}; name=${name##*/local-}
   for split in train valid; do
     [ -d "$DATA/$name/$split/images" ] || continue
-    mkdir -p "$source/$split/images" && cp -p -n "$DATA/$name/$split/images/"* "$source/$split/images/"
+    mkdir -p "$source/$split/images" && cp -p -u "$DATA/$name/$split/images/"* "$source/$split/images/"
   done
 done
 
