@@ -32,6 +32,19 @@ def run(tmp_path_factory) -> tuple[Path, str, str]:
     return workdir, plan, result
 
 
+def test_preload_runs_more_epochs_when_one_holds_too_few_batches():
+    """A dataset smaller than `batches` x batch (8 images, batch 2: 4 batches an epoch)."""
+    from attnbench.timing import paired
+
+    class Trainer:
+        train_loader = [{"i": i} for i in range(3)]
+
+    assert [b["i"] for b in paired._preload(Trainer, 7)] == [0, 1, 2, 0, 1, 2, 0]
+    Trainer.train_loader = []
+    with pytest.raises(RuntimeError, match="yields no batch"):
+        paired._preload(Trainer, 2)
+
+
 def test_the_plan_has_one_paired_timing_job(run):
     _, plan, result = run
     stats = job_stats(plan)

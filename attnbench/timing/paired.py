@@ -150,9 +150,24 @@ def _build(arms: list[Arm], settings, step: StepSettings, data_yaml, workdir, de
 
 
 def _preload(trainer, n: int) -> list[dict[str, Any]]:
-    """`n` batches of the train loader, kept on the host (pinned where the loader pins)."""
-    iterator = iter(trainer.train_loader)
-    return [next(iterator) for _ in range(n)]
+    """`n` batches of the train loader, kept on the host (pinned where the loader pins).
+
+    An epoch of a small dataset holds fewer than `n` batches: the loader then runs more
+    epochs (fresh mosaics of the same images), as a train job's would.
+    """
+    batches: list[dict[str, Any]] = []
+    while len(batches) < n:
+        before = len(batches)
+        for batch in trainer.train_loader:
+            batches.append(batch)
+            if len(batches) == n:
+                break
+        if len(batches) == before:
+            raise RuntimeError(
+                "the train loader yields no batch: check the dataset's train split "
+                "(results/data/*/summary.json)"
+            )
+    return batches
 
 
 def _prove(arm: Arm, cast: str) -> None:
