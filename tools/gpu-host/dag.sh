@@ -16,10 +16,8 @@
 #      HARD_LIMIT_S (default 570) what still runs is killed (incomplete: rerun next time,
 #      rerun-incomplete in profiles/default), so that step 6 runs before the call's 600 s;
 #   5. with --gpu-tests, once the DAG finished, `pytest -m gpu` into $OUT/gpu_tests.log;
-#   6. pack results (no weights, no images) into $OUT/NAME.tar.gz: carry it back next time;
-#      with them each script's mtime and digest, restored in step 3 where the script is
-#      unchanged (a fresh copy of the tree is newer than every output: Snakemake would
-#      rerun every script job of the DAG on each call).
+#   6. pack results (no weights, no images) and each script's mtime and digest (step 3
+#      restores them) into $OUT/NAME.tar.gz: carry it back next time.
 # So DEADLINE_S is the last moment a job may START: choose it as HARD_LIMIT_S minus the
 # longest job the DAG may start (a 20-epoch train job: minutes).
 # Environment: GPU_SLOTS (default 2) is --resources gpu_slots (train.jobs_per_gpu jobs share
@@ -167,7 +165,7 @@ if (( GPU_TESTS )) && (( rc == 0 )); then
   fi
 fi
 
-# 6. Pack, with the scripts' mtimes and digests (step 3).
+# 6. Pack, with the scripts' mtimes and digests for step 3 of the next call.
 mkdir -p .snakemake
 find scripts -type f -exec sh -c 'for f; do
   printf "%s %s %s\n" "$(stat -c %Y "$f")" "$(sha256sum "$f" | cut -d" " -f1)" "$f"
